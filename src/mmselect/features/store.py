@@ -31,7 +31,8 @@ class FeatureSet:
     """Per-sample features, aligned by row, keyed by the stable sample key.
 
     ``columns`` are 1-D (scalars or strings per sample, stored in ``samples.parquet``);
-    ``arrays`` are 2-D ``(n, d)`` matrices (stored as ``<name>.npy``).
+    ``arrays`` are 2-D ``(n, d)`` matrices (stored as ``<name>.npy``); ``aux`` are ``.npy``
+    files not aligned with the rows (e.g. ``cluster_centroids.npy``, one row per cluster).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class FeatureSet:
         arrays: Mapping[str, np.ndarray] | None = None,
         manifest: Mapping | None = None,
         root: Path | None = None,
+        aux: Mapping[str, np.ndarray] | None = None,
     ):
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
@@ -52,6 +54,7 @@ class FeatureSet:
                 raise ValueError(f"column {name!r} has {len(values)} rows, expected {n}")
             self._columns[name] = values
         self._arrays: dict[str, np.ndarray] = {}
+        self._aux: dict[str, np.ndarray] = dict(aux or {})
         for name, values in (arrays or {}).items():
             if values.ndim != 2 or values.shape[0] != n:
                 raise ValueError(f"array {name!r} has shape {values.shape}, expected ({n}, d)")
@@ -73,6 +76,7 @@ class FeatureSet:
         columns: Mapping[str, np.ndarray | list] | None = None,
         arrays: Mapping[str, np.ndarray] | None = None,
         manifest: Mapping | None = None,
+        aux: Mapping[str, np.ndarray] | None = None,
     ) -> "FeatureSet":
         """Build in memory (tests, notebooks). Keys default to ``"0", "1", ...``; tasks to ``"all"``."""
         columns = dict(columns or {})
@@ -89,7 +93,7 @@ class FeatureSet:
         columns["task"] = np.asarray(
             [str(t) for t in tasks] if tasks is not None else ["all"] * n, dtype=object
         )
-        return cls(columns, arrays or {}, manifest)
+        return cls(columns, arrays or {}, manifest, aux=aux)
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> "FeatureSet":
@@ -102,20 +106,22 @@ class FeatureSet:
             )
         table = pq.read_table(table_path)
         columns = {name: _from_arrow(table.column(name)) for name in table.column_names}
-        arrays = {}
+        n = table.num_rows
+        arrays, aux = {}, {}
         for npy in sorted(root.glob("*.npy")):
-            arrays[npy.stem] = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+            values = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
+            (arrays if values.ndim == 2 and values.shape[0] == n else aux)[npy.stem] = values
         manifest = {}
         if (root / MANIFEST_FILE).exists():
             manifest = json.loads((root / MANIFEST_FILE).read_text())
-        return cls(columns, arrays, manifest, root=root)
+        return cls(columns, arrays, manifest, root=root, aux=aux)
 
     def save(self, path: str | Path) -> Path:
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         table = pa.table({name: _to_arrow(values) for name, values in self._columns.items()})
         pq.write_table(table, root / SAMPLES_FILE)
-        for name, values in self._arrays.items():
+        for name, values in {**self._aux, **self._arrays}.items():
             np.save(root / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
         (root / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, default=str))
         return root
@@ -160,15 +166,24 @@ class FeatureSet:
             raise MissingFeaturesError(f"features have no array {name!r}.npy (have: {sorted(self._arrays)})")
         return self._arrays[name]
 
+    def has_aux(self, name: str) -> bool:
+        return name in self._aux
+
+    def aux(self, name: str) -> np.ndarray:
+        """A ``.npy`` that is not row-aligned (e.g. ``cluster_centroids``)."""
+        if name not in self._aux:
+            raise MissingFeaturesError(f"features have no file {name!r}.npy")
+        return self._aux[name]
+
     def with_columns(self, **columns) -> "FeatureSet":
         merged = dict(self._columns)
         merged.update(columns)
-        return FeatureSet(merged, self._arrays, self.manifest, self.root)
+        return FeatureSet(merged, self._arrays, self.manifest, self.root, self._aux)
 
     def with_arrays(self, **arrays) -> "FeatureSet":
         merged = dict(self._arrays)
         merged.update(arrays)
-        return FeatureSet(self._columns, merged, self.manifest, self.root)
+        return FeatureSet(self._columns, merged, self.manifest, self.root, self._aux)
 
     def subset(self, rows: np.ndarray) -> "FeatureSet":
         """Rows ``rows`` (indices or a boolean mask), arrays copied into memory."""
