@@ -1,0 +1,129 @@
+"""Turn rendered conversations into model inputs plus token masks (image, answer, padding).
+
+Image tokens are located in the processor's output; answer tokens come from the tokenizer's
+character offsets on the same text, after expanding each image token to the count the processor
+used. Nothing relies on fixed offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from ..models.registry import ModelBundle
+from ..models.templates import Rendered
+
+
+class EncodeError(Exception):
+    """A sample that cannot be encoded (unreadable image, too long); carries the reason."""
+
+
+@dataclass
+class EncodedBatch:
+    inputs: dict[str, torch.Tensor]
+    attention: torch.Tensor  # (B, T) bool
+    image: torch.Tensor  # (B, T) bool
+    answer: torch.Tensor  # (B, T) bool: tokens inside answer spans (targets of the NLL)
+
+    @property
+    def batch_size(self) -> int:
+        return self.attention.shape[0]
+
+    def to(self, device) -> "EncodedBatch":
+        return EncodedBatch(
+            {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.inputs.items()},
+            self.attention.to(device),
+            self.image.to(device),
+            self.answer.to(device),
+        )
+
+
+def load_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except Exception as err:
+        raise EncodeError(f"unreadable image {path}: {type(err).__name__}: {err}") from None
+
+
+def image_token_info(bundle: ModelBundle) -> tuple[str, int]:
+    processor = bundle.processor
+    token = getattr(processor, "image_token", None) or "<image>"
+    token_id = getattr(processor, "image_token_id", None)
+    if token_id is None:
+        token_id = bundle.tokenizer.convert_tokens_to_ids(token)
+    return token, int(token_id)
+
+
+def _runs(ids: list[int], token_id: int) -> list[int]:
+    runs, current = [], 0
+    for value in ids:
+        if value == token_id:
+            current += 1
+        elif current:
+            runs.append(current)
+            current = 0
+    if current:
+        runs.append(current)
+    return runs
+
+
+def encode(bundle: ModelBundle, rendered: list[Rendered], images: list[list[Image.Image]], max_length: int) -> EncodedBatch:
+    """Encode one batch. ``images[i]`` are the loaded images of ``rendered[i]``, in order."""
+    processor, tokenizer = bundle.processor, bundle.tokenizer
+    tokenizer.padding_side = "right"
+    token, token_id = image_token_info(bundle)
+    texts = [r.text for r in rendered]
+    flat_images = [image for group in images for image in group]
+    kwargs = {"text": texts, "return_tensors": "pt", "padding": True}
+    if flat_images:
+        kwargs["images"] = flat_images
+    inputs = dict(processor(**kwargs))
+    if flat_images and "pixel_values" not in inputs:
+        raise RuntimeError(
+            f"the processor ({type(processor).__name__}) returned no pixel_values: it is not an image processor"
+        )
+    input_ids = inputs["input_ids"]
+    attention = inputs["attention_mask"].bool()
+    answer = torch.zeros_like(attention)
+    for row, item in enumerate(rendered):
+        ids = input_ids[row][attention[row]].tolist()
+        counts = _runs(ids, token_id)
+        expanded, spans, shift, cursor, run = [], [], 0, 0, 0
+        # Expand each image token to the processor's count, shifting the answer spans accordingly.
+        text = item.text
+        position = text.find(token)
+        offsets_shift: list[tuple[int, int]] = []
+        while position != -1 and run < len(counts):
+            expanded.append(text[cursor:position])
+            expanded.append(token * counts[run])
+            offsets_shift.append((position, len(token) * (counts[run] - 1)))
+            cursor = position + len(token)
+            run += 1
+            position = text.find(token, cursor)
+        expanded.append(text[cursor:])
+        expanded_text = "".join(expanded)
+        for start, end in item.answer_spans:
+            shift = sum(extra for at, extra in offsets_shift if at < start)
+            spans.append((start + shift, end + shift))
+        encoding = tokenizer(expanded_text, return_offsets_mapping=True)
+        if encoding["input_ids"] != ids:
+            raise RuntimeError(
+                "token mismatch between the processor and the tokenizer on the same text; "
+                f"cannot locate answer tokens (template {bundle.template.name})"
+            )
+        for index, (begin, finish) in enumerate(encoding["offset_mapping"]):
+            if finish > begin and any(begin >= s and finish <= e for s, e in spans):
+                answer[row, index] = True
+    image = (input_ids == token_id) & attention
+    if input_ids.shape[1] > max_length:
+        kept_images = image[:, :max_length].sum(dim=1)
+        if bool((kept_images != image.sum(dim=1)).any()):
+            raise EncodeError(f"image tokens extend past max_length={max_length}")
+        for name in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
+            if name in inputs:
+                inputs[name] = inputs[name][:, :max_length]
+        attention, image, answer = attention[:, :max_length], image[:, :max_length], answer[:, :max_length]
+    return EncodedBatch(inputs, attention, image, answer)

@@ -1,0 +1,382 @@
+"""One forward pass per batch, hooks that reduce on the device, shards with done-markers.
+
+Shards are fixed groups of samples (bucketed by length, so batches pad little). Each finished shard
+is written with a done-marker, keyed by (model, revision, feature spec) in its directory name and by
+the sample keys in its file name; rerunning after an interruption, even ``kill -9``, skips finished
+shards and ends with the same features as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from ..data.records import Sample
+from ..models.registry import ModelBundle
+from ..models.templates import Rendered
+from .encode import EncodedBatch, EncodeError, encode, load_image
+from .reducers import CoincideEmbed, FeatureDef, answer_token_stats, make_features
+from .store import FeatureSet
+
+CACHE_FORMAT = 1
+
+
+class _StopForward(Exception):
+    """Raised by the last hook needed, so layers nobody reads are not run."""
+
+
+@dataclass
+class ExtractionOutput:
+    keys: list[str]
+    values: dict[str, np.ndarray]
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    for path in ("model.language_model.layers", "language_model.model.layers", "language_model.layers", "model.layers"):
+        module = model
+        try:
+            for part in path.split("."):
+                module = getattr(module, part)
+        except AttributeError:
+            continue
+        if isinstance(module, torch.nn.ModuleList):
+            return module
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+    if decoder is not None and hasattr(decoder, "layers"):
+        return decoder.layers
+    raise RuntimeError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+def _module_for(layers, point) -> torch.nn.Module:
+    kind, index = point
+    if kind == "block":
+        return layers[index]
+    if kind == "o_proj":
+        attention = getattr(layers[index], "self_attn", None)
+        if attention is None or not hasattr(attention, "o_proj"):
+            raise RuntimeError(f"layer {index} has no self_attn.o_proj")
+        return attention.o_proj
+    raise ValueError(point)
+
+
+class Extractor:
+    """Runs the model over samples and collects the requested features."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        features: list[FeatureDef],
+        *,
+        batch_size: int = 8,
+        max_length: int = 2048,
+        array_dtype: str = "float32",
+    ):
+        self.bundle = bundle
+        self.features = features
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.array_dtype = array_dtype
+        self.layers = decoder_layers(bundle.model)
+        self.n_layers = len(self.layers)
+
+    # --- description --------------------------------------------------------------------------
+    def spec(self) -> dict[str, Any]:
+        return {
+            "format": CACHE_FORMAT,
+            "model": self.bundle.describe(),
+            "features": {f.name: {"params": f.params, "points": self._points_of(f)} for f in self.features},
+            "max_length": self.max_length,
+            "array_dtype": self.array_dtype,
+        }
+
+    def spec_hash(self) -> str:
+        return hashlib.sha1(json.dumps(self.spec(), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def _points_of(self, feature: FeatureDef) -> list:
+        return [list(p) for p in feature.points(self.n_layers)]
+
+    # --- one view = one forward kind ----------------------------------------------------------
+    def _render(self, sample: Sample, view: str) -> Rendered:
+        template = self.bundle.template
+        if view == "answer_only":
+            return template.render([sample], include_user=False, include_images=False)
+        return template.render([sample])
+
+    def run_batch(self, samples: list[Sample], view: str) -> tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]:
+        """Process one batch; returns (kept row indices, values, [(row, reason)] rejected)."""
+        rendered, images, kept, rejected = [], [], [], []
+        for row, sample in enumerate(samples):
+            try:
+                item = self._render(sample, view)
+                loaded = [load_image(p) for p in item.image_paths]
+            except EncodeError as err:
+                rejected.append((row, str(err)))
+                continue
+            rendered.append(item)
+            images.append(loaded)
+            kept.append(row)
+        if not kept:
+            return [], {}, rejected
+        try:
+            batch = encode(self.bundle, rendered, images, self.max_length)
+        except EncodeError:
+            if len(kept) == 1:
+                raise
+            # Isolate the sample(s) that cannot be encoded; the others go on.
+            rows, parts = [], []
+            for local, row in enumerate(kept):
+                try:
+                    sub_rows, values, sub_rejected = self._forward_rendered([rendered[local]], [images[local]])
+                except EncodeError as err:
+                    rejected.append((row, str(err)))
+                    continue
+                rejected.extend((row, reason) for _, reason in sub_rejected)
+                if sub_rows:
+                    rows.append(row)
+                    parts.append(values)
+            merged = {k: np.concatenate([p[k] for p in parts]) for k in (parts[0] if parts else {})}
+            return rows, merged, rejected
+        rows, values, sub_rejected = self._forward(batch)
+        rejected.extend((kept[r], reason) for r, reason in sub_rejected)
+        return [kept[r] for r in rows], values, rejected
+
+    def _forward_rendered(self, rendered, images):
+        return self._forward(encode(self.bundle, rendered, images, self.max_length))
+
+    def _forward(self, batch: EncodedBatch):
+        model = self.bundle.model
+        batch = batch.to(self.bundle.device)
+        out: dict[str, Any] = {}
+        handles = []
+        by_point: dict[tuple, list[FeatureDef]] = {}
+        for feature in self.features:
+            for point in feature.points(self.n_layers):
+                by_point.setdefault(tuple(point), []).append(feature)
+        needs_final = ("final", None) in by_point
+        hooked = [p for p in by_point if p[0] != "final"]
+        deepest = max((p[1] for p in hooked), default=-1)
+        last_point = max(hooked, key=lambda p: (p[1], p[0] == "block")) if hooked else None
+
+        def make_hook(point):
+            def hook(module, args, output):
+                hidden = output[0] if isinstance(output, (tuple, list)) else output
+                for feature in by_point[point]:
+                    feature.reduce(point, hidden, batch, out, model)
+                if not needs_final and point == last_point:
+                    raise _StopForward
+
+            return hook
+
+        for point in hooked:
+            handles.append(_module_for(self.layers, point).register_forward_hook(make_hook(point)))
+        try:
+            with torch.inference_mode():
+                inner = getattr(model, "model", None)
+                try:
+                    if inner is not None and hasattr(model, "lm_head"):
+                        result = inner(**batch.inputs, use_cache=False)
+                        final_hidden = result.last_hidden_state
+                    else:  # pragma: no cover - architectures without the usual split
+                        result = model(**batch.inputs, output_hidden_states=True, use_cache=False)
+                        final_hidden = result.hidden_states[-1]
+                except _StopForward:
+                    final_hidden = None
+                if needs_final:
+                    wanted = {f.stat for f in by_point[("final", None)]}
+                    stats = answer_token_stats(final_hidden, batch, model, wanted)
+                    for feature in by_point[("final", None)]:
+                        out[feature.columns[0]] = stats[feature.stat]
+                    out["n_answer_tokens"] = stats["n_answer_tokens"]
+        finally:
+            for handle in handles:
+                handle.remove()
+        for feature in self.features:
+            if isinstance(feature, CoincideEmbed):
+                feature.finish(out)
+        del deepest
+        values = {k: v.detach().float().cpu().numpy() for k, v in out.items()}
+        values["n_tokens"] = batch.attention.sum(dim=1).cpu().numpy()
+        rows, rejected = list(range(batch.batch_size)), []
+        if any(f.needs_answers for f in self.features):
+            answers = batch.answer[:, 1:].sum(dim=1).cpu().numpy()
+            rows = [r for r in range(batch.batch_size) if answers[r] > 0]
+            rejected = [(r, f"no answer tokens within max_length={self.max_length}") for r in range(batch.batch_size) if answers[r] == 0]
+            values = {k: v[rows] for k, v in values.items()}
+        return rows, values, rejected
+
+
+def _length_estimate(sample: Sample) -> int:
+    return sample.text_chars // 4 + 600 * sample.n_images
+
+
+def plan_shards(samples: list[Sample], shard_size: int) -> list[list[Sample]]:
+    """Deterministic shards of similar-length samples (stable sort by estimated length, then key)."""
+    ordered = sorted(samples, key=lambda s: (_length_estimate(s), s.position))
+    return [ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
+
+
+def _shard_name(samples: list[Sample]) -> str:
+    digest = hashlib.sha1("\n".join(s.key for s in samples).encode()).hexdigest()[:16]
+    return f"shard-{digest}"
+
+
+class ShardStore:
+    """Finished shards on disk: ``<name>.npz`` + ``<name>.json`` + ``<name>.done``."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def done(self, name: str) -> bool:
+        return (self.directory / f"{name}.done").exists()
+
+    def write(self, name: str, output: ExtractionOutput) -> None:
+        tmp_npz = self.directory / f"{name}.tmp.npz"
+        np.savez(tmp_npz, **output.values)
+        os.replace(tmp_npz, self.directory / f"{name}.npz")
+        meta = {"keys": output.keys, "rejected": output.rejected}
+        tmp_json = self.directory / f"{name}.json.tmp"
+        tmp_json.write_text(json.dumps(meta))
+        os.replace(tmp_json, self.directory / f"{name}.json")
+        (self.directory / f"{name}.done").write_text("done\n")
+
+    def read(self, name: str) -> ExtractionOutput:
+        meta = json.loads((self.directory / f"{name}.json").read_text())
+        with np.load(self.directory / f"{name}.npz", allow_pickle=False) as data:
+            values = {k: data[k] for k in data.files}
+        return ExtractionOutput(meta["keys"], values, meta["rejected"])
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    names = [k for k in parts[0]] if parts else []
+    return {k: np.concatenate([p[k] for p in parts]) for k in names}
+
+
+def extract_shard(extractor: Extractor, shard: list[Sample], progress=None) -> ExtractionOutput:
+    keys: list[str] = []
+    parts: dict[str, list] = {}
+    rejected: list[dict[str, Any]] = []
+    views = sorted({f.view for f in extractor.features if f.view != "pairs"}, key=lambda v: v != "full")
+    per_view: dict[str, tuple[list[str], dict[str, np.ndarray]]] = {}
+    for view in views:
+        saved_features = extractor.features
+        extractor.features = [f for f in saved_features if f.view == view]
+        view_keys, view_parts = [], []
+        for start in range(0, len(shard), extractor.batch_size):
+            batch = shard[start : start + extractor.batch_size]
+            rows, values, bad = extractor.run_batch(batch, view)
+            view_keys.extend(batch[r].key for r in rows)
+            if rows:
+                view_parts.append(values)
+            rejected.extend({"key": batch[r].key, "reason": reason} for r, reason in bad)
+            if progress is not None and view == views[0]:
+                progress(len(batch))
+        extractor.features = saved_features
+        per_view[view] = (view_keys, _concat(view_parts))
+    # Keep the samples every view produced, in shard order.
+    rejected_keys = {r["key"] for r in rejected}
+    keys = [s.key for s in shard if s.key not in rejected_keys]
+    values: dict[str, np.ndarray] = {}
+    for view, (view_keys, view_values) in per_view.items():
+        index = {k: i for i, k in enumerate(view_keys)}
+        take = np.array([index[k] for k in keys], dtype=int)
+        for name, array in view_values.items():
+            if view != "full" and name in ("n_tokens", "n_answer_tokens"):
+                continue
+            values[name] = array[take] if len(take) else array[:0]
+    del parts
+    return ExtractionOutput(keys, values, rejected)
+
+
+def extract_features(
+    samples: list[Sample],
+    bundle: ModelBundle,
+    feature_names: list[str],
+    *,
+    feature_params: dict[str, dict[str, Any]] | None = None,
+    cache_dir: str | os.PathLike,
+    batch_size: int = 8,
+    shard_size: int = 256,
+    max_length: int = 2048,
+    array_dtype: str = "float32",
+    progress: bool = True,
+    runner=None,
+) -> tuple[FeatureSet, list[dict[str, Any]]]:
+    """Extract ``feature_names`` for ``samples``; returns the features (rows in ``samples`` order,
+    rejected samples left out) and the rejected samples with reasons."""
+    from ..runners import LocalRunner
+
+    features = make_features(feature_names, feature_params)
+    extractor = Extractor(bundle, features, batch_size=batch_size, max_length=max_length, array_dtype=array_dtype)
+    store = ShardStore(Path(cache_dir) / extractor.spec_hash())
+    (store.directory / "spec.json").write_text(json.dumps(extractor.spec(), indent=2, sort_keys=True, default=str))
+    shards = plan_shards(samples, shard_size)
+    runner = runner or LocalRunner()
+    outputs = runner.run_shards(
+        shards,
+        name_of=_shard_name,
+        store=store,
+        work=lambda shard, advance: extract_shard(extractor, shard, advance),
+        progress=progress,
+        total=len(samples),
+        description=f"extract {'+'.join(feature_names)}",
+    )
+    by_key: dict[str, tuple[int, int]] = {}
+    rejected: list[dict[str, Any]] = []
+    for shard_index, output in enumerate(outputs):
+        for row, key in enumerate(output.keys):
+            by_key[key] = (shard_index, row)
+        rejected.extend(output.rejected)
+    kept = [s for s in samples if s.key in by_key]
+    columns: dict[str, Any] = {
+        "key": np.array([s.key for s in kept], dtype=object),
+        "position": np.array([s.position for s in kept], dtype=np.int64),
+        "task": np.array([s.task for s in kept], dtype=object),
+        "rounds": np.array([s.rounds for s in kept], dtype=np.int64),
+        "n_images": np.array([s.n_images for s in kept], dtype=np.int64),
+        "n_text_chars": np.array([s.text_chars for s in kept], dtype=np.int64),
+    }
+    arrays: dict[str, np.ndarray] = {}
+    value_names = list(outputs[0].values) if outputs else []
+    for name in value_names:
+        stacked = np.concatenate([o.values[name] for o in outputs]) if outputs else np.empty(0)
+        offsets = np.cumsum([0] + [len(o.keys) for o in outputs])
+        take = np.array([offsets[by_key[s.key][0]] + by_key[s.key][1] for s in kept], dtype=int)
+        values = stacked[take] if len(take) else stacked[:0]
+        if values.ndim == 2:
+            arrays[name] = values.astype(array_dtype)
+        elif name in ("n_tokens", "n_answer_tokens"):
+            columns[name] = values.astype(np.int64)
+        else:
+            columns[name] = values.astype(np.float64)
+    manifest = {"extraction": extractor.spec(), "cache": str(store.directory), "n_rejected": len(rejected)}
+    return FeatureSet(columns, arrays, manifest), rejected
+
+
+def samples_per_second(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else math.inf
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def feature_names_for(methods: Iterable) -> list[str]:
+    names: list[str] = []
+    for method in methods:
+        for name in method.extract_features():
+            if name not in names:
+                names.append(name)
+    return names

@@ -1,0 +1,1 @@
+"""Model presets, loading, and built-in tiny test models."""

@@ -1,0 +1,212 @@
+"""Model presets (short name -> HF id, revision, template, defaults) and the one loading function.
+
+Any other Hugging Face id or local directory loads through ``AutoModelForImageTextToText``.
+``trust_remote_code`` is off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+from .templates import TEMPLATES, Template
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    hf_id: str
+    family: str  # "llava" | "qwen2-vl" | "qwen2.5-vl" | "llava-onevision"
+    template: str
+    revision: str | None = None  # None: the hub's default branch; the resolved commit is recorded
+    dtype: str = "bfloat16"
+    description: str = ""
+    tiny: bool = False
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, ModelPreset] = {}
+
+
+def register_preset(preset: ModelPreset) -> ModelPreset:
+    PRESETS[preset.name] = preset
+    return preset
+
+
+for _preset in [
+    ModelPreset("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava", "vicuna_v1",
+                description="LLaVA-1.5 7B (Vicuna-7B + CLIP-L/336), 32 layers, 4096-d"),
+    ModelPreset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", "llava", "vicuna_v1",
+                description="LLaVA-1.5 13B (Vicuna-13B + CLIP-L/336), 40 layers, 5120-d"),
+    ModelPreset("llava-onevision-qwen2-0.5b", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-onevision",
+                "chatml_image", description="LLaVA-OneVision 0.5B (Qwen2-0.5B + SigLIP), 24 layers, 896-d"),
+    ModelPreset("llava-onevision-qwen2-7b", "llava-hf/llava-onevision-qwen2-7b-ov-hf", "llava-onevision",
+                "chatml_image", description="LLaVA-OneVision 7B (Qwen2-7B + SigLIP), 28 layers, 3584-d"),
+    ModelPreset("qwen2-vl-2b", "Qwen/Qwen2-VL-2B-Instruct", "qwen2-vl", "qwen2_vl",
+                description="Qwen2-VL 2B Instruct, 28 layers, 1536-d"),
+    ModelPreset("qwen2-vl-7b", "Qwen/Qwen2-VL-7B-Instruct", "qwen2-vl", "qwen2_vl",
+                description="Qwen2-VL 7B Instruct, 28 layers, 3584-d"),
+    ModelPreset("qwen2.5-vl-3b", "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl", "qwen2_vl",
+                description="Qwen2.5-VL 3B Instruct, 36 layers, 2048-d"),
+    ModelPreset("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl", "qwen2_vl",
+                description="Qwen2.5-VL 7B Instruct, 28 layers, 3584-d"),
+    ModelPreset("tiny-llava", "tiny-llava", "llava", "vicuna_v1", dtype="float32", tiny=True,
+                description="offline test model, random weights (selections carry no meaning)"),
+    ModelPreset("tiny-qwen2-vl", "tiny-qwen2-vl", "qwen2-vl", "qwen2_vl", dtype="float32", tiny=True,
+                description="offline test model, random weights (selections carry no meaning)"),
+]:
+    register_preset(_preset)
+
+
+def list_models() -> dict[str, str]:
+    return {name: f"{p.hf_id}: {p.description}" if not p.tiny else p.description for name, p in PRESETS.items()}
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model with what extraction needs to feed it."""
+
+    model: Any
+    processor: Any
+    template: Template
+    name: str
+    source: str
+    revision: str | None
+    family: str
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "revision": self.revision,
+            "family": self.family,
+            "template": self.template.name,
+            "class": type(self.model).__name__,
+            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+        }
+
+
+def _family_from_config(config) -> str:
+    model_type = getattr(config, "model_type", "")
+    return {"llava": "llava", "qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl", "llava_onevision": "llava-onevision"}.get(
+        model_type, model_type
+    )
+
+
+def _default_template(family: str) -> str:
+    return {"llava": "vicuna_v1", "qwen2-vl": "qwen2_vl", "qwen2.5-vl": "qwen2_vl", "llava-onevision": "chatml_image"}.get(
+        family, "chatml_image"
+    )
+
+
+def _load_processor(source: str, family: str, revision: str | None, trust_remote_code: bool):
+    from transformers import AutoProcessor
+
+    processor = None
+    try:
+        processor = AutoProcessor.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    except Exception:
+        processor = None
+    if processor is not None and hasattr(processor, "image_processor"):
+        return processor
+    # Without torchvision, AutoProcessor silently falls back to a bare tokenizer for Qwen2(.5)-VL
+    # (their video processor needs it); load the image-only processor instead.
+    from .tiny import image_only_qwen2_5_vl_processor, image_only_qwen2_vl_processor
+
+    if family == "qwen2-vl":
+        return image_only_qwen2_vl_processor().from_pretrained(source, revision=revision)
+    if family == "qwen2.5-vl":
+        return image_only_qwen2_5_vl_processor().from_pretrained(source, revision=revision)
+    raise ConfigError(
+        f"could not load an image processor for {source}: AutoProcessor returned "
+        f"{type(processor).__name__ if processor is not None else 'nothing'}"
+    )
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        return getattr(torch, dtype)
+    except AttributeError:
+        raise ConfigError(f"unknown dtype {dtype!r}") from None
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    device: str = "cpu",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+    template: str | None = None,
+) -> ModelBundle:
+    """Load a preset, a Hugging Face id or a local directory.
+
+    Tiny presets are built locally on first use (no download). ``dtype="auto"``: bfloat16 on a
+    GPU, float32 on the CPU (bfloat16 is slower than float32 on most CPUs).
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    preset = PRESETS.get(name_or_path)
+    if preset is not None and preset.tiny:
+        from .tiny import build_tiny_model
+
+        source = str(build_tiny_model(preset.name))
+    elif preset is not None:
+        source = preset.hf_id
+    else:
+        source = name_or_path
+        if not Path(source).exists() and "/" not in source:
+            raise ConfigError(
+                f"unknown model {name_or_path!r}: not a preset ({', '.join(PRESETS)}), "
+                "not a local directory, not a Hugging Face id (owner/name)"
+            )
+    revision = revision or (preset.revision if preset else None)
+    config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    family = preset.family if preset else _family_from_config(config)
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    torch_dtype = resolve_dtype(dtype if not (preset and preset.tiny and dtype == "auto") else "float32", device)
+    model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    model.to(device).eval()
+    processor = _load_processor(source, family, revision, trust_remote_code)
+    template_name = template or (preset.template if preset else _default_template(family))
+    if template_name not in TEMPLATES:
+        raise ConfigError(f"unknown template {template_name!r}; known: {sorted(TEMPLATES)}")
+    resolved_revision = getattr(config, "_commit_hash", None) or revision
+    return ModelBundle(
+        model=model,
+        processor=processor,
+        template=TEMPLATES[template_name],
+        name=preset.name if preset else name_or_path,
+        source=source if not (preset and preset.tiny) else preset.name,
+        revision=resolved_revision if not (preset and preset.tiny) else f"tiny-v{_tiny_version()}",
+        family=family,
+    )
+
+
+def _tiny_version() -> str:
+    from .tiny import TINY_VERSION
+
+    return TINY_VERSION
+
+
+def offline_environment() -> None:
+    """Never reach the hub when running on tiny models only (tests, demo)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,0 +1,182 @@
+"""Tiny, randomly initialised test models: ``tiny-llava`` and ``tiny-qwen2-vl``.
+
+They are built from config objects with a fixed seed and a tokenizer trained on the fly, saved to
+a directory and loaded back through the same ``from_pretrained`` path as a real model, so the
+whole pipeline runs offline. Their weights are random: selections made with them carry no meaning.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers.processing_utils import ProcessorMixin
+
+TINY_VERSION = "1"  # bump when the recipe changes, so cached copies are rebuilt
+
+_CORPUS = [
+    "USER: what is in the picture? ASSISTANT: a cat on a red mat.",
+    "What digit is shown? The digit is 7. How many shapes are there? There are three shapes.",
+    "Read the word in the image. The word is hello. Which bar is the highest? The blue bar.",
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+    "helpful, detailed, and polite answers to the human's questions.",
+    "You are a helpful assistant. system user assistant 0 1 2 3 4 5 6 7 8 9 red green blue yellow",
+]
+
+
+def _tokenizer(special_tokens: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=640,
+        special_tokens=["<pad>", "<unk>", "<s>", "</s>", *special_tokens],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 50, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=list(special_tokens),
+    )
+
+
+def _image_only_qwen_processor(base):
+    """A Qwen2(.5)-VL processor without the video processor (which needs torchvision)."""
+
+    class ImageOnlyProcessor(base):
+        attributes = ["image_processor", "tokenizer"]
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+            self.video_token = "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    ImageOnlyProcessor.__name__ = f"ImageOnly{base.__name__}"
+    return ImageOnlyProcessor
+
+
+def image_only_qwen2_vl_processor():
+    from transformers import Qwen2VLProcessor
+
+    return _image_only_qwen_processor(Qwen2VLProcessor)
+
+
+def image_only_qwen2_5_vl_processor():
+    from transformers import Qwen2_5_VLProcessor
+
+    return _image_only_qwen_processor(Qwen2_5_VLProcessor)
+
+
+def _build_tiny_llava(directory: Path) -> None:
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tokenizer = _tokenizer(["<image>"])
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_seq_length=16,
+        vision_feature_layer=-2,
+    )
+    model = LlavaForConditionalGeneration(config).eval()
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
+def _build_tiny_qwen2_vl(directory: Path) -> None:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    special = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = _tokenizer(special)
+    ids = dict(
+        zip(
+            ["image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"],
+            tokenizer.convert_tokens_to_ids(special[:4]),
+        )
+    )
+    processor = image_only_qwen2_vl_processor()(
+        Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer
+    )
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
+        ),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2),
+        **ids,
+    )
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
+TINY_BUILDERS = {"tiny-llava": _build_tiny_llava, "tiny-qwen2-vl": _build_tiny_qwen2_vl}
+
+
+def tiny_cache_dir() -> Path:
+    base = os.environ.get("MMSELECT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "mmselect")
+    return Path(base) / "tiny-models"
+
+
+def build_tiny_model(name: str, directory: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Write tiny model ``name`` to ``directory`` (default: the mmselect cache) and return the path.
+
+    Building is deterministic (fixed seed); an existing complete copy is reused.
+    """
+    if name not in TINY_BUILDERS:
+        raise KeyError(f"unknown tiny model {name!r}; known: {sorted(TINY_BUILDERS)}")
+    target = Path(directory) if directory is not None else tiny_cache_dir() / f"{name}-v{TINY_VERSION}-s{seed}"
+    marker = target / ".complete"
+    if marker.exists():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        TINY_BUILDERS[name](target)
+    finally:
+        torch.random.set_rng_state(state)
+    marker.write_text("ok\n")
+    return target
