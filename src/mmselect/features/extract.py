@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -164,7 +162,6 @@ class Extractor:
                 by_point.setdefault(tuple(point), []).append(feature)
         needs_final = ("final", None) in by_point
         hooked = [p for p in by_point if p[0] != "final"]
-        deepest = max((p[1] for p in hooked), default=-1)
         last_point = max(hooked, key=lambda p: (p[1], p[0] == "block")) if hooked else None
 
         def make_hook(point):
@@ -183,6 +180,8 @@ class Extractor:
             with torch.inference_mode():
                 inner = getattr(model, "model", None)
                 try:
+                    if not by_point:  # token counts only: no forward pass needed
+                        raise _StopForward
                     if inner is not None and hasattr(model, "lm_head"):
                         result = inner(**batch.inputs, use_cache=False)
                         final_hidden = result.last_hidden_state
@@ -203,7 +202,6 @@ class Extractor:
         for feature in self.features:
             if isinstance(feature, CoincideEmbed):
                 feature.finish(out)
-        del deepest
         values = {k: v.detach().float().cpu().numpy() for k, v in out.items()}
         values["n_tokens"] = batch.attention.sum(dim=1).cpu().numpy()
         rows, rejected = list(range(batch.batch_size)), []
@@ -263,10 +261,9 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def extract_shard(extractor: Extractor, shard: list[Sample], progress=None) -> ExtractionOutput:
-    keys: list[str] = []
-    parts: dict[str, list] = {}
     rejected: list[dict[str, Any]] = []
-    views = sorted({f.view for f in extractor.features if f.view != "pairs"}, key=lambda v: v != "full")
+    # The full view always runs: it decodes every image and counts tokens, even with no feature.
+    views = ["full"] + sorted({f.view for f in extractor.features} - {"full", "pairs"})
     per_view: dict[str, tuple[list[str], dict[str, np.ndarray]]] = {}
     for view in views:
         saved_features = extractor.features
@@ -294,7 +291,6 @@ def extract_shard(extractor: Extractor, shard: list[Sample], progress=None) -> E
             if view != "full" and name in ("n_tokens", "n_answer_tokens"):
                 continue
             values[name] = array[take] if len(take) else array[:0]
-    del parts
     return ExtractionOutput(keys, values, rejected)
 
 
@@ -361,16 +357,6 @@ def extract_features(
             columns[name] = values.astype(np.float64)
     manifest = {"extraction": extractor.spec(), "cache": str(store.directory), "n_rejected": len(rejected)}
     return FeatureSet(columns, arrays, manifest), rejected
-
-
-def samples_per_second(count: int, seconds: float) -> float:
-    return count / seconds if seconds > 0 else math.inf
-
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
 
 
 def feature_names_for(methods: Iterable) -> list[str]:

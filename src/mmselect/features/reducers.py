@@ -199,7 +199,15 @@ def _make(cls, name, description, columns=(), arrays=(), **kwargs) -> Callable[.
     return factory
 
 
+class TokenCount(FeatureDef):
+    """Only the token count of each sample (tokenisation, no forward pass)."""
+
+    def points(self, n_layers):
+        return []
+
+
 FEATURES: dict[str, Callable[..., FeatureDef]] = {
+    "tokens": _make(TokenCount, "tokens", "token count of the training-format sequence (no forward pass)"),
     "last_token": _make(LastToken, "last_token", "last decoder block output (pre-norm) at the last non-pad token", arrays=["last_token"]),
     "mean_embed": _make(MeanEmbed, "mean_embed", "last decoder block output (pre-norm), mean over non-pad tokens", arrays=["mean_embed"]),
     "spectrum": _make(Spectrum, "spectrum", "singular-value entropy and sigma_1/sum(sigma) of the last block's token matrix", columns=["sve", "sv_top_ratio"]),

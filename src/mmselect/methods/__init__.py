@@ -35,7 +35,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "mmssr": ("mmselect.methods.mmssr:MMSSR", "capability scores round-robin over style x source bins"),
     "clipper": (
         "mmselect.methods.clipper:Clipper",
-        "[interpretation] zero-/one-shot perplexity, coreset mirroring the perplexity histogram",
+        "(interpretation) zero-/one-shot perplexity, coreset mirroring the perplexity histogram",
     ),
     "ifd": ("mmselect.methods.ifd:IFD", "instruction-following difficulty: PPL(a|q) / PPL(a)"),
     "el2n": ("mmselect.methods.el2n:EL2N", "answer-token error L2 norm, keep a band"),

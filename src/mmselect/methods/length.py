@@ -25,7 +25,7 @@ class LengthSelection(SelectionMethod):
 
     def feature_needs(self):
         check_choice("by", self.by, {"n_tokens", "n_text_chars"})
-        return [FeatureNeed(self.by, "column", None)]
+        return [FeatureNeed(self.by, "column", "tokens" if self.by == "n_tokens" else None)]
 
     def _select(self, features: FeatureSet, k: int) -> SelectionResult:
         scores = np.asarray(features.column(self.by), dtype=float)

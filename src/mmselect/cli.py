@@ -1,0 +1,244 @@
+"""Command line: a thin layer over :mod:`mmselect.pipeline`.
+
+Examples::
+
+    mmselect run data.json --image-root images/ --method datatailor --budget 0.15 --model llava-1.5-7b --out out/
+    mmselect extract data.json --image-root images/ --model qwen2-vl-2b --features spectrum,last_token --out feats/
+    mmselect select --features feats/ --method datatailor --budget 5000 --out out/ --data data.json
+    mmselect methods
+    mmselect models
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import ConfigError, MMSelectError
+
+app = typer.Typer(
+    help="Select the most valuable part of a visual-instruction dataset before fine-tuning a multimodal LLM.\n\n"
+    "Typical flow: `mmselect run` does everything; or `mmselect extract` once (the slow, GPU part) and "
+    "`mmselect select` as often as you like with different methods and budgets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+BUDGET_HELP = "How much to keep: a fraction of the usable records (0.15, or 15%) or a count (5000)."
+PARAM_HELP = (
+    "Method parameter as KEY=VALUE, repeatable (e.g. -p normalize=minmax -p lam=0.1). "
+    "VALUE is read as JSON when it parses (numbers, true/false, lists), else as a string. "
+    "`mmselect methods --verbose` lists each method's parameters."
+)
+
+
+def _parse_params(items: list[str] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"parameter {item!r} is not KEY=VALUE")
+        key, value = item.split("=", 1)
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}")
+    raise typer.Exit(code=2)
+
+
+def _offline_if_tiny(model: str) -> None:
+    if model.startswith("tiny-"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _summary(out: Path, result) -> None:
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    console.print(
+        f"[green]selected {counts['selected']:,}[/] of {counts['input_records']:,} records "
+        f"({counts['not_selected']:,} not selected, {counts['rejected']:,} rejected) -> {out}"
+    )
+    if manifest["outputs"].get("subset"):
+        console.print(f"  subset:    {out / manifest['outputs']['subset']}")
+    console.print(f"  scores:    {out / 'selection.parquet'}")
+    console.print(f"  report:    {out / 'report.md'}")
+    if counts["rejected"]:
+        console.print(f"  rejected:  {out / 'rejected.jsonl'}")
+
+
+ModelOpt = typer.Option("tiny-llava", "--model", "-m", help="Preset name (`mmselect models`), Hugging Face id, or local directory.")
+
+
+@app.command()
+def run(
+    data: Path = typer.Argument(..., help="LLaVA JSON/JSONL or sharegpt file."),
+    method: str = typer.Option(..., "--method", help="Selection method (`mmselect methods`)."),
+    budget: str = typer.Option(..., "--budget", "-b", help=BUDGET_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Directory the records' image paths are relative to."),
+    model: str = ModelOpt,
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    task_field: Optional[str] = typer.Option(None, "--task-field", help="Record field holding the task/source label (default: first directory of the image path; 'text' for text-only)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record instead of rejecting it."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    max_length: int = typer.Option(2048, "--max-length", help="Tokens per sample; longer samples are truncated (text only)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Model revision (commit, tag, branch)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model repository's own code to run."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Read, extract the features the method needs, select, export: the whole job."""
+    from . import pipeline
+
+    _offline_if_tiny(model)
+    try:
+        result = pipeline.run(
+            data, method=method, budget=budget, out=out, model=model, params=_parse_params(param),
+            image_root=image_root, task_field=task_field, strict=strict, device=device, dtype=dtype,
+            batch_size=batch_size, max_length=max_length, revision=revision,
+            trust_remote_code=trust_remote_code, progress=progress,
+        )
+    except MMSelectError as err:
+        _fail(err)
+    _summary(out, result)
+
+
+@app.command()
+def extract(
+    data: Path = typer.Argument(..., help="LLaVA JSON/JSONL or sharegpt file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Features directory to write (see docs/features-format.md)."),
+    features: Optional[str] = typer.Option(None, "--features", "-f", help="Comma-separated extract options (list below with --help of `mmselect methods --features`)."),
+    methods: Optional[str] = typer.Option(None, "--for-methods", help="Comma-separated methods whose features to extract in the same pass."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root"),
+    model: str = ModelOpt,
+    task_field: Optional[str] = typer.Option(None, "--task-field"),
+    strict: bool = typer.Option(False, "--strict"),
+    device: str = typer.Option("cpu", "--device"),
+    dtype: str = typer.Option("auto", "--dtype"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),
+    max_length: int = typer.Option(2048, "--max-length"),
+    array_dtype: str = typer.Option("float32", "--array-dtype", help="float32 or float16 for the .npy arrays."),
+    layers: Optional[str] = typer.Option(None, "--coincide-layers", help="Decoder layers for `coincide` (default: official layers, scaled to the depth)."),
+    visual_layer: Optional[int] = typer.Option(None, "--visual-layer", help="Decoder layer for `visual_mean` (default: 1/8 of the depth)."),
+    revision: Optional[str] = typer.Option(None, "--revision"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Run the model once over DATA and write a features directory.
+
+    Extract options: tokens, last_token, mean_embed, spectrum (DataTailor), visual_mean (PRISM),
+    coincide (COINCIDE), answer_nll (perplexity), el2n, aum, ifd. Rerunning the same command
+    after an interruption resumes from the finished shards.
+    """
+    from . import pipeline
+
+    _offline_if_tiny(model)
+    feature_params: dict[str, dict[str, Any]] = {}
+    if layers:
+        feature_params["coincide"] = {"layers": [int(x) for x in _split(layers)]}
+    if visual_layer is not None:
+        feature_params["visual_mean"] = {"layer": visual_layer}
+    try:
+        names, method_names = _split(features), _split(methods)
+        if not names and not method_names:
+            raise ConfigError("give --features and/or --for-methods")
+        featureset = pipeline.extract(
+            data, out=out, model=model, features=names, methods=method_names, image_root=image_root,
+            task_field=task_field, strict=strict, device=device, dtype=dtype, batch_size=batch_size,
+            shard_size=shard_size, max_length=max_length, array_dtype=array_dtype,
+            feature_params=feature_params, revision=revision, trust_remote_code=trust_remote_code,
+            progress=progress,
+        )
+    except MMSelectError as err:
+        _fail(err)
+    counts = featureset.manifest["counts"]
+    console.print(
+        f"[green]extracted {counts['extracted']:,}[/] of {counts['input_records']:,} records "
+        f"({counts['rejected']:,} rejected) -> {out}"
+    )
+
+
+@app.command()
+def select(
+    features: Path = typer.Option(..., "--features", help="Features directory (from `mmselect extract`, or your own)."),
+    method: str = typer.Option(..., "--method"),
+    budget: str = typer.Option(..., "--budget", "-b", help=BUDGET_HELP),
+    out: Path = typer.Option(..., "--out", "-o"),
+    data: Optional[Path] = typer.Option(None, "--data", help="The dataset the features came from; writes the subset in its format."),
+    param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
+    task_field: Optional[str] = typer.Option(None, "--task-field"),
+):
+    """Select from a features directory; no model needed."""
+    from . import pipeline
+
+    try:
+        result = pipeline.select(
+            features, method=method, budget=budget, out=out, params=_parse_params(param), data=data, task_field=task_field
+        )
+    except MMSelectError as err:
+        _fail(err)
+    _summary(out, result)
+
+
+@app.command()
+def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list parameters and the features each method reads.")):
+    """List the registered selection methods."""
+    from .methods import get_method, list_methods
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("method")
+    table.add_column("what it does")
+    if verbose:
+        table.add_column("parameters (defaults)")
+        table.add_column("extract options")
+    for name, summary in list_methods().items():
+        row = [name, summary]
+        if verbose:
+            try:
+                instance = get_method(name)
+                row.append(", ".join(f"{k}={v!r}" for k, v in instance.get_params().items()))
+                row.append(", ".join(instance.extract_features()) or "-")
+            except Exception as err:  # a method whose optional dependency is missing
+                row += [f"unavailable: {err}", ""]
+        table.add_row(*row)
+    Console().print(table)
+
+
+@app.command()
+def models():
+    """List the model presets (any other Hugging Face id or local directory works too)."""
+    from .models.registry import list_models
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("preset")
+    table.add_column("model")
+    for name, description in list_models().items():
+        table.add_row(name, description)
+    Console().print(table)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

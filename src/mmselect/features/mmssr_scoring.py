@@ -1,0 +1,544 @@
+"""mmSSR scoring: prompts, reply parsing and batched greedy generation with a scorer/styler model.
+
+mmSSR rates every sample 0-5 on 14 vision-language capabilities with a fine-tuned scorer and
+tags its interaction styles with a fine-tuned styler (one generation per capability plus one
+for the styles). This module builds the prompts the official inference script builds, runs the
+generations in batches and parses the replies; it writes nothing to disk (caching and resuming
+belong to the extraction engine, which calls :func:`score_samples` on one shard at a time).
+
+Prompt layout (official ``llava/eval/model_ss.py`` + ``config/ss.py``)::
+
+    system: You are a helpful assistant.
+    user:   <image(s)>Question: <q1> Answer: <a1>
+            Question: <q2> Answer: <a2>
+            ...
+            <tail>
+
+* A user turn that starts with ``Hint:`` (after the image placeholder is removed) is kept
+  verbatim, without the ``Question:`` prefix, as the official code does.
+* ``<tail>`` is ``On a scale of 0 to 5, how do you rate the helpfulness of the VQA instance in
+  training a Multimodal Large Language Model for <capability>?`` for a capability, and
+  ``Interaction style candidates: [<9 styles>]\\nStyles: `` for the styles.
+
+Differences from the official script (deliberate):
+
+* The official ``conv.strip('Question: ')`` removes a *set of characters* from both ends of the
+  question ("...station" becomes "...sta"). Here only surrounding whitespace and a literal leading
+  ``Question:`` prefix are removed.
+* The ``<image>`` placeholder is removed from the text (as a placeholder, not a character set) and
+  the images are passed as image items at the start of the user message, in the chat format of
+  the Hugging Face processors. The official script leaves the placeholder where the data has it,
+  which for LLaVA-style data is right after the ``Question: `` prefix of the first question.
+* Images are converted to RGB; generation is batched (left padding) instead of one sample at a
+  time; ``max_new_tokens`` defaults to 16 for scores and 64 for styles instead of 1024 (a score is
+  one integer, the styles a short list; a longer reply would be unparsable anyway).
+* A score reply is accepted only if it is a bare integer in 0..5 (the official ``int(reply)``
+  also accepts e.g. ``"7"`` or ``"1_0"``); everything else is NaN and counted.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+# --- released models (loading is done by the models layer) ---------------------------------------
+SCORER_MODEL = "mengyaolyu/mmssr-7b-scorer"
+STYLER_MODEL = "mengyaolyu/mmssr-7b-styler"
+
+SYSTEM_MESSAGE = "You are a helpful assistant."
+
+#: Short name (used in column names ``score_<name>``) -> capability keyword put into the prompt.
+#: The keywords are the 14 capabilities listed by the official README. The exact strings the
+#: released scorer was trained with are not published; these are the README's wording.
+CAPABILITIES: dict[str, str] = {
+    "spatial": "object spatial understanding",
+    "attribute": "attribute identification",
+    "logic": "logical deduction",
+    "scene": "scene understanding",
+    "fine_grained": "fine-grained recognition",
+    "generation": "language generation",
+    "icl": "in-context learning",
+    "comparison": "comparative analysis",
+    "activity": "activity recognition",
+    "causal": "causal reasoning",
+    "humanities": "humanities",
+    "stem": "stem knowledge",
+    "data": "data understanding",
+    "ocr": "optical character recognition",
+}
+
+#: The 9 interaction-style candidates, in the official order (``config/ss.py``).
+STYLE_CANDIDATES: tuple[str, ...] = (
+    "multi-choice",
+    "coordinate",
+    "yes/no",
+    "word/short-phrase",
+    "short description",
+    "detailed description",
+    "comparison",
+    "chain-of-thought (step-by-step)",
+    "specified style",
+)
+
+STYLE_TASK = "style"
+CAPABILITY_QUERY = (
+    "On a scale of 0 to 5, how do you rate the helpfulness of the VQA instance in training a "
+    "Multimodal Large Language Model for {keyword}?"
+)
+STYLE_QUERY = "Interaction style candidates: [" + ", ".join(STYLE_CANDIDATES) + "]\nStyles: "
+IMAGE_PLACEHOLDER = "<image>"
+_QUESTION_PREFIX = "Question:"
+_HINT_PREFIX = "Hint:"
+_SCORE_RE = re.compile(r"\s*([0-9]+)\s*")
+SCORE_MIN, SCORE_MAX = 0, 5
+
+
+# --- prompts -------------------------------------------------------------------------------------
+def strip_image_placeholders(text: str, placeholder: str = IMAGE_PLACEHOLDER) -> tuple[str, int]:
+    """Remove every ``<image>`` placeholder (and the one newline that separates it from the
+    text) from ``text``; return the text and the number of placeholders removed.
+
+    ``"<image>\\nWhat is it?"`` -> ``"What is it?"``; ``"What is it?\\n<image>"`` -> ``"What is it?"``;
+    ``"left <image> right"`` -> ``"left right"`` (pieces joined by one space, or by the newline
+    that surrounded the placeholder).
+    """
+    if placeholder not in text:
+        return text, 0
+    pieces = text.split(placeholder)
+    out = pieces[0]
+    for piece in pieces[1:]:
+        left_nl, right_nl = out.endswith("\n"), piece.startswith("\n")
+        left = out[:-1] if left_nl else out
+        right = piece[1:] if right_nl else piece
+        if not left.strip() or not right.strip():
+            out = left + right
+        elif left_nl or right_nl:
+            out = left + "\n" + right
+        else:
+            out = left.rstrip(" ") + " " + right.lstrip(" ")
+    return out, len(pieces) - 1
+
+
+def _question_text(text: str) -> str:
+    """The question part of one QA item, as the official prompt has it (minus its bugs)."""
+    text, _ = strip_image_placeholders(text)
+    if text.startswith(_HINT_PREFIX):
+        return text  # kept verbatim, like the official code
+    body = text.strip()
+    if body.startswith(_QUESTION_PREFIX):
+        body = body[len(_QUESTION_PREFIX):].lstrip()
+    return f"{_QUESTION_PREFIX} {body}"
+
+
+def format_conversation(turns: Sequence[tuple[str, str]]) -> str:
+    """Serialise the turns as ``"Question: <q> Answer: <a>"`` lines.
+
+    ``turns``: ``(role, text)`` with role in ``{"system", "user", "assistant"}``. System turns are
+    ignored (the scorer has its own system message). Each user turn opens a QA item; the assistant
+    turn right after it is its answer (``"Answer: "`` with nothing after it when there is none, as in
+    the official code). An assistant turn not preceded by a user turn gets an item with an empty
+    question.
+    """
+    items: list[str] = []
+    pending: str | None = None
+    for role, text in turns:
+        text = "" if text is None else str(text)
+        if role == "system":
+            continue
+        if role == "user":
+            if pending is not None:
+                items.append(pending + " Answer: ")
+            pending = _question_text(text)
+        elif role == "assistant":
+            question = pending if pending is not None else f"{_QUESTION_PREFIX} "
+            items.append(question + " Answer: " + strip_image_placeholders(text)[0])
+            pending = None
+        else:
+            raise ValueError(f"unknown role {role!r}: expected 'system', 'user' or 'assistant'")
+    if pending is not None:
+        items.append(pending + " Answer: ")
+    return "\n".join(items)
+
+
+def capability_keyword(capability: str) -> str:
+    """Prompt keyword for a capability given by short name (``"ocr"``) or by keyword itself."""
+    if capability in CAPABILITIES:
+        return CAPABILITIES[capability]
+    return capability
+
+
+def capability_name(capability: str) -> str:
+    """Short name used in the column ``score_<name>`` (keywords of the 14 map back to their short
+    names; any other keyword is turned into a lower-case identifier)."""
+    if capability in CAPABILITIES:
+        return capability
+    for name, keyword in CAPABILITIES.items():
+        if keyword == capability:
+            return name
+    slug = re.sub(r"[^0-9a-zA-Z]+", "_", capability.strip().lower()).strip("_")
+    if not slug:
+        raise ValueError(f"invalid capability {capability!r}")
+    return slug
+
+
+def task_query(task: str) -> str:
+    """The prompt tail: the style query for ``"style"``, else the capability question."""
+    if task == STYLE_TASK:
+        return STYLE_QUERY
+    return CAPABILITY_QUERY.format(keyword=capability_keyword(task))
+
+
+def build_prompt_text(turns: Sequence[tuple[str, str]], task: str) -> str:
+    """The user-message text: serialised conversation, newline, task tail."""
+    return format_conversation(turns) + "\n" + task_query(task)
+
+
+def build_messages(turns: Sequence[tuple[str, str]], n_images: int, task: str) -> list[dict]:
+    """Chat messages (Hugging Face chat format) asking ``task`` about one sample.
+
+    ``task``: a capability (short name or keyword) or ``"style"``. The ``n_images`` image items
+    come first in the user message, then the text.
+    """
+    if n_images < 0:
+        raise ValueError("n_images must be >= 0")
+    content: list[dict] = [{"type": "image"} for _ in range(n_images)]
+    content.append({"type": "text", "text": build_prompt_text(turns, task)})
+    return [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_MESSAGE}]},
+        {"role": "user", "content": content},
+    ]
+
+
+# --- parsing -------------------------------------------------------------------------------------
+def parse_score(reply: str | None) -> float:
+    """A bare integer 0..5 (surrounding whitespace allowed) -> float; anything else -> NaN."""
+    if reply is None:
+        return math.nan
+    match = _SCORE_RE.fullmatch(str(reply))
+    if not match:
+        return math.nan
+    value = int(match.group(1))
+    if not SCORE_MIN <= value <= SCORE_MAX:
+        return math.nan
+    return float(value)
+
+
+def parse_styles(reply: str | None) -> tuple[list[str], int]:
+    """Split a styler reply on commas; return (styles, number of unknown styles).
+
+    Pieces are stripped, empty pieces dropped and duplicates removed (first occurrence kept, so
+    the first style stays first). Styles outside :data:`STYLE_CANDIDATES` are kept (the official
+    sampler bins them like any other) but counted.
+    """
+    if reply is None:
+        return [], 0
+    styles: list[str] = []
+    for piece in str(reply).split(","):
+        piece = piece.strip()
+        if piece and piece not in styles:
+            styles.append(piece)
+    unknown = sum(1 for s in styles if s not in STYLE_CANDIDATES)
+    return styles, unknown
+
+
+# --- generation ----------------------------------------------------------------------------------
+def _tokenizer_of(processor):
+    return getattr(processor, "tokenizer", processor)
+
+
+def _check_processor(processor, needs_images: bool) -> None:
+    if not hasattr(processor, "apply_chat_template") or not getattr(processor, "chat_template", None):
+        raise ValueError(
+            "the processor has no chat_template; set one (processor.chat_template = '...') before generating"
+        )
+    if needs_images and getattr(processor, "image_processor", None) is None:
+        raise ValueError(
+            f"{type(processor).__name__} cannot process images (AutoProcessor returns a bare tokenizer for "
+            "some saved Qwen2-VL directories); load the multimodal processor class"
+        )
+
+
+def _progress(enabled: bool, description: str):
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
+    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class _Rate(ProgressColumn):
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return Text("-- samples/s" if speed is None else f"{speed:.2f} samples/s")
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _Rate(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
+
+
+def _greedy_config(model, max_new_tokens: int, tokenizer):
+    config = copy.deepcopy(getattr(model, "generation_config", None))
+    if config is None:
+        from transformers import GenerationConfig
+
+        config = GenerationConfig()
+    config.do_sample = False
+    config.num_beams = 1
+    config.temperature = None
+    config.top_p = None
+    config.top_k = None
+    config.max_new_tokens = int(max_new_tokens)
+    config.max_length = None
+    if config.pad_token_id is None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        config.pad_token_id = pad
+    return config
+
+
+def generate_replies(
+    model,
+    processor,
+    requests: Sequence[tuple[list[dict], list]],
+    *,
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+    progress: bool = True,
+    description: str = "generating",
+) -> list[str]:
+    """Greedy replies, one per request, in request order.
+
+    ``requests``: ``(messages, images)`` pairs; ``messages`` in the Hugging Face chat format
+    (``[{"role": ..., "content": [{"type": "image"}, {"type": "text", "text": ...}]}]``), ``images`` the
+    PIL images for the image items of that request. Works with any processor that has a
+    ``chat_template`` and accepts ``text=``/``images=`` (LLaVA, Qwen2-VL, Qwen2.5-VL).
+
+    Requests are batched by prompt length (shortest first, to limit padding), left-padded, and
+    generated greedily; each reply is the decoded new tokens without special tokens, stripped.
+    """
+    import torch
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    n = len(requests)
+    if n == 0:
+        return []
+    needs_images = any(len(images) for _, images in requests)
+    _check_processor(processor, needs_images)
+    tokenizer = _tokenizer_of(processor)
+    texts = [processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) for messages, _ in requests]
+    # Batch similar lengths together; a stable sort keeps the order among equal lengths.
+    lengths = [len(t) + 256 * len(images) for t, (_, images) in zip(texts, requests)]
+    order = sorted(range(n), key=lambda i: lengths[i])
+    config = _greedy_config(model, max_new_tokens, tokenizer)
+    try:
+        device = next(model.parameters()).device
+        dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    except StopIteration:  # pragma: no cover - parameterless model
+        device, dtype = torch.device("cpu"), torch.float32
+    replies: list[str | None] = [None] * n
+    old_side = getattr(tokenizer, "padding_side", "right")
+    bar = _progress(progress, description)
+    task_id = bar.add_task(description, total=n) if bar is not None else None
+    try:
+        tokenizer.padding_side = "left"
+        if bar is not None:
+            bar.start()
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch_images = [image for i in idx for image in requests[i][1]]
+            kwargs: dict[str, Any] = {"text": [texts[i] for i in idx], "return_tensors": "pt", "padding": True}
+            if batch_images:
+                kwargs["images"] = batch_images
+            inputs = processor(**kwargs)
+            if batch_images and "pixel_values" not in inputs:
+                raise ValueError(f"{type(processor).__name__} returned no pixel_values for a batch with images")
+            inputs = {
+                k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+                if hasattr(v, "to")
+                else v
+                for k, v in inputs.items()
+            }
+            with torch.inference_mode():
+                output = model.generate(**inputs, generation_config=config)
+            new_tokens = output[:, inputs["input_ids"].shape[1] :]
+            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text in zip(idx, decoded):
+                replies[i] = text.strip()
+            if bar is not None:
+                bar.update(task_id, advance=len(idx))
+    finally:
+        tokenizer.padding_side = old_side
+        if bar is not None:
+            bar.stop()
+    return [r if r is not None else "" for r in replies]
+
+
+# --- scoring -------------------------------------------------------------------------------------
+@dataclass
+class ScoringOutput:
+    """What :func:`score_samples` returns for one shard.
+
+    ``columns``: ``score_<capability>`` (float, NaN where the reply is unparsable) and ``styles``
+    (object array of lists of strings, first style first), one row per sample of the shard, ready
+    for ``samples.parquet``. ``stats``: counts of unparsable replies, unknown styles and image
+    errors. ``replies``: the raw replies per task (``<capability>`` or ``"style"``), for caching.
+    """
+
+    columns: dict[str, np.ndarray]
+    stats: dict[str, Any]
+    replies: dict[str, list[str]] = field(default_factory=dict)
+
+
+def resolve_capabilities(capabilities: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """name -> prompt keyword, in order. ``None``: the 14 official capabilities."""
+    if capabilities is None:
+        return dict(CAPABILITIES)
+    if isinstance(capabilities, Mapping):
+        return {str(name): str(keyword) for name, keyword in capabilities.items()}
+    if isinstance(capabilities, str):
+        capabilities = [capabilities]
+    resolved: dict[str, str] = {}
+    for capability in capabilities:
+        resolved[capability_name(capability)] = capability_keyword(capability)
+    return resolved
+
+
+def _load_image(image):
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    raise TypeError(f"expected a PIL image or a path, got {type(image).__name__}")
+
+
+def score_samples(
+    model,
+    processor,
+    samples: Sequence[tuple[Sequence[tuple[str, str]], Sequence]],
+    capabilities: Iterable[str] | Mapping[str, str] | None = None,
+    *,
+    styles: bool = True,
+    styler_model=None,
+    styler_processor=None,
+    batch_size: int = 8,
+    max_new_tokens: int = 16,
+    style_max_new_tokens: int = 64,
+    progress: bool = True,
+) -> ScoringOutput:
+    """Score one shard of samples: one generation per capability, one for the styles.
+
+    ``samples``: ``(turns, images)`` per sample, ``turns`` a list of ``(role, text)`` and ``images``
+    PIL images or image paths (opened and converted to RGB here). ``capabilities``: short names or
+    keywords (default: the 14), or a ``{name: keyword}`` mapping for a custom scorer. The style
+    pass uses ``styler_model``/``styler_processor`` when given (the released styler is a separate
+    model), else ``model``/``processor``; ``styles=False`` skips it.
+
+    Nothing here depends on other shards, so the extraction engine can run shards independently
+    and concatenate the columns. Unparsable replies and unreadable images never raise: the
+    sample's value is NaN (scores) or ``[]`` (styles) and the count is in ``stats``.
+    """
+    caps = resolve_capabilities(capabilities)
+    n = len(samples)
+    loaded: list[list] = []
+    image_errors: list[dict[str, Any]] = []
+    for position, (_, images) in enumerate(samples):
+        try:
+            loaded.append([_load_image(image) for image in images])
+        except Exception as error:  # noqa: BLE001 - an unreadable image must not stop the shard
+            loaded.append(None)  # type: ignore[arg-type]
+            image_errors.append({"position": position, "error": f"{type(error).__name__}: {error}"})
+    usable = [i for i in range(n) if loaded[i] is not None]
+
+    def run(task: str, mdl, proc, limit: int) -> list[str]:
+        requests = [(build_messages(samples[i][0], len(loaded[i]), task), loaded[i]) for i in usable]
+        replies = generate_replies(
+            mdl, proc, requests, batch_size=batch_size, max_new_tokens=limit, progress=progress,
+            description=f"mmssr {task}",
+        )
+        full = [""] * n
+        for i, reply in zip(usable, replies):
+            full[i] = reply
+        return full
+
+    columns: dict[str, np.ndarray] = {}
+    replies: dict[str, list[str]] = {}
+    unparsable: dict[str, int] = {}
+    started = time.perf_counter()
+    for name, keyword in caps.items():
+        task_replies = run(keyword, model, processor, max_new_tokens)
+        values = np.array([parse_score(r) for r in task_replies], dtype=float)
+        values[[i for i in range(n) if loaded[i] is None]] = np.nan
+        columns[f"score_{name}"] = values
+        replies[name] = task_replies
+        unparsable[name] = int(np.isnan(values).sum())
+    stats: dict[str, Any] = {
+        "n_samples": n,
+        "capabilities": caps,
+        "unparsable_scores": unparsable,
+        "unparsable_scores_total": int(sum(unparsable.values())),
+        "image_errors": len(image_errors),
+        "image_error_examples": image_errors[:10],
+    }
+    if styles:
+        mdl = styler_model if styler_model is not None else model
+        proc = styler_processor if styler_processor is not None else processor
+        style_replies = run(STYLE_TASK, mdl, proc, style_max_new_tokens)
+        parsed = np.empty(n, dtype=object)
+        unknown_total, empty = 0, 0
+        unknown_examples: list[str] = []
+        for i, reply in enumerate(style_replies):
+            sample_styles, unknown = (parse_styles(reply) if loaded[i] is not None else ([], 0))
+            parsed[i] = sample_styles
+            unknown_total += unknown
+            empty += not sample_styles
+            for style in sample_styles:
+                if style not in STYLE_CANDIDATES and style not in unknown_examples and len(unknown_examples) < 10:
+                    unknown_examples.append(style)
+        columns["styles"] = parsed
+        replies[STYLE_TASK] = style_replies
+        stats.update(
+            {"styles_empty": int(empty), "unknown_styles": int(unknown_total), "unknown_style_examples": unknown_examples}
+        )
+    stats["seconds"] = round(time.perf_counter() - started, 3)
+    return ScoringOutput(columns=columns, stats=stats, replies=replies)
+
+
+__all__ = [
+    "CAPABILITIES",
+    "CAPABILITY_QUERY",
+    "SCORER_MODEL",
+    "STYLER_MODEL",
+    "STYLE_CANDIDATES",
+    "STYLE_QUERY",
+    "SYSTEM_MESSAGE",
+    "ScoringOutput",
+    "build_messages",
+    "build_prompt_text",
+    "capability_keyword",
+    "capability_name",
+    "format_conversation",
+    "generate_replies",
+    "parse_score",
+    "parse_styles",
+    "resolve_capabilities",
+    "score_samples",
+    "strip_image_placeholders",
+    "task_query",
+]

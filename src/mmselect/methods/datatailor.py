@@ -1,0 +1,860 @@
+"""DataTailor: informativeness, uniqueness and representativeness under task-adaptive budgets.
+
+Method of *Mastering Collaborative Multi-modal Data Selection: A Focus on Informativeness,
+Uniqueness, and Representativeness* (arXiv 2412.06293). The defaults reproduce the behaviour of
+the authors' released code; the paper's variants and this package's own decisions are options,
+labelled as such in :class:`DataTailor` and in ``docs/methods/datatailor.md``.
+
+Per task ``t`` (a source dataset):
+
+1. **Informativeness** ``I_i``: the singular-value entropy of the sample's token matrix (feature
+   column ``sve``, see :mod:`mmselect.features.spectrum`).
+2. **Clusters**: Ward agglomerative clustering of the last-token features, cut at
+   ``lam x`` the task's root merge height. Exact up to ``exact_ward_max`` samples, above that
+   Ward on k-means micro-clusters (see :func:`ward_labels_approx`).
+3. **Uniqueness** ``U_i = sum_{j in C} ||p_i - p_j|| I_j / mean_{a,b in C} ||p_a - p_b||``.
+4. **Representativeness** ``R_i = tau_C I_i`` with
+   ``tau_C = 1/(K_t - 1) sum_{C' != C} exp(cos(mean_C, mean_C'))`` over the task's clusters.
+5. **Combination** ``V_i = (r_i q(I)_i + q(U)_i + q(R)_i) / (r_i + 2)`` with ``q`` the per-task
+   rank divided by ``n_t`` and ``r_i`` the number of dialogue rounds.
+6. **Budget** ``k_t = floor(k n_t xbar_t^2 / sum_u n_u xbar_u^2)`` with ``xbar_t`` the task mean of
+   ``sigma_1 / sum sigma`` (column ``sv_top_ratio``); the top ``k_t`` of ``V`` per task are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import mmap
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import BudgetError, ConfigError, NonFiniteFeaturesError
+from ..features.store import FeatureSet
+from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice, top_k_mask
+
+log = logging.getLogger(__name__)
+
+#: Sizes of the 12 contiguous index blocks the official code hard-codes for llava_v1_5_mix665k.json.
+LLAVA665K_BLOCK_SIZES = (
+    57669, 23240, 76803, 82783, 8998, 66160, 48447, 86417, 72140, 80000, 21953, 40688,
+)
+LLAVA665K_N = sum(LLAVA665K_BLOCK_SIZES)  # 665,298
+
+# Value given to tau_C when a task has a single cluster (the official code divides by K_t - 1 = 0).
+# exp(1) is what the cluster's similarity with itself would give. Constant within the task, so it
+# changes no ranking.
+SINGLE_CLUSTER_TAU = math.e
+
+
+class DataTailor(SelectionMethod):
+    """DataTailor selection (informativeness + uniqueness + representativeness, task budgets).
+
+    Features: columns ``sve`` and ``sv_top_ratio`` (``mmselect extract --features spectrum``),
+    array ``last_token`` (``--features last_token``), column ``rounds`` (dialogue rounds, from the
+    data) and the ``task`` column (or ``task_preset``).
+
+    Parameters (defaults = the official code unless labelled)
+    ----------------------------------------------------------
+    lam : float
+        Dendrogram cut: clusters are the subtrees below ``lam x`` the root merge height (0.1).
+    threshold_space : {"height", "dsse"}
+        ``"height"`` (official): cut the Ward merge height ``sqrt(2 dSSE)`` at ``lam x`` its root
+        value, i.e. dSSE <= lam^2 dSSE_max. ``"dsse"`` (paper-literal): stop merging when
+        dSSE > lam dSSE_max, i.e. a height cut at ``sqrt(lam) x`` the root height.
+    uniqueness : {"official", "paper"}
+        ``"official"``: ``sum_j D_ij I_j`` divided by the cluster's mean pairwise distance
+        (diagonal zeros counted). ``"paper"`` (paper-literal): ``sum_{j != i} D_ij I_j / sum_{k in C} I_k``.
+    representativeness : {"official", "paper"}
+        ``"official"``: ``tau_C I_i``. ``"paper"`` (paper-literal): ``tau_C I_i / sum_{k in C} I_k``.
+    normalize : {"rank", "minmax"}
+        ``"rank"`` (official): per-task 0-based ascending rank / n_t. ``"minmax"`` (the paper's
+        reported wording): ``(v - min) / (max - min)`` per task (0 when constant).
+    fill : {"remainder", "official"}
+        How task budgets are made integers. ``"official"``: ``floor`` of each share, so the total
+        may fall short of ``k`` (``info["budget_shortfall"]`` says by how much). ``"remainder"``
+        (default, interpretation): the floors, then one more sample to the tasks with the largest
+        fractional parts (ties: earlier task) until exactly ``k`` are selected. With a budget
+        equal to the official total the two give the official subset.
+    rate_clamp : (lo, hi) or None
+        Interpretation of the paper's appendix clamp (range unknown): per-task rates
+        ``k_t / n_t`` are kept within ``[lo, hi]`` and the rest of the budget is re-split over
+        the other tasks by the same formula. ``None`` (official): no clamp. ``k_t <= n_t`` is
+        always enforced the same way (the official code would crash).
+    task_preset : None or "llava665k-blocks"
+        ``None``: tasks from the ``task`` column. ``"llava665k-blocks"``: the official code's 12
+        contiguous index blocks of llava_v1_5_mix665k.json, by row position (requires exactly
+        665,298 rows in the original order).
+    singleton_uniqueness : {"nan", "zero"}
+        Uniqueness of a sample alone in its cluster (or in a cluster of identical features),
+        where the official formula is 0/0. ``"nan"`` (official): NaN, which the rank
+        normalisation puts above every other value. ``"zero"`` (interpretation): 0, lowest.
+    exact_ward_max : int
+        Tasks with at most this many samples get exact Ward (fastcluster on float64 condensed
+        distances, O(n^2) memory). Larger tasks use :func:`ward_labels_approx` (interpretation,
+        an approximation needed for scale; its agreement is measured in the docs).
+    approx_micro_clusters : int
+        Number of k-means micro-clusters per task in the approximate route.
+    approx_ward_points : int
+        Size of the weighted Ward problem in the approximate route (micro-cluster centroids,
+        each repeated in proportion to its size).
+    approx_dim : int or None
+        PCA dimension the k-means of the approximate route runs in (None: full dimension).
+        Centroids, distances and all values are computed on the full features.
+    kmeans_backend : {"auto", "faiss", "sklearn"}
+        ``"auto"``: faiss when installed, else scikit-learn MiniBatchKMeans.
+    uniqueness_max_refs : int
+        Clusters with more members use a seeded random sample of this many reference members
+        for the distance sums of the uniqueness (an unbiased estimate, interpretation for scale);
+        smaller clusters are exact.
+    block_rows : int
+        Rows read and processed at a time (memory bound; ``last_token`` is never loaded whole).
+    seed : int
+        Seed of the approximate route and of the reference sampling.
+
+    Ties in the rank normalisation and in the per-task top-``k_t`` go to the earlier sample
+    (stable sort); the official code uses a non-stable sort, so its ties are arbitrary.
+    """
+
+    summary = "informativeness (singular-value entropy) + uniqueness + representativeness, task budgets"
+
+    def __init__(
+        self,
+        *,
+        lam: float = 0.1,
+        threshold_space: str = "height",
+        uniqueness: str = "official",
+        representativeness: str = "official",
+        normalize: str = "rank",
+        fill: str = "remainder",
+        rate_clamp: tuple[float, float] | None = None,
+        task_preset: str | None = None,
+        singleton_uniqueness: str = "nan",
+        exact_ward_max: int = 20000,
+        approx_micro_clusters: int = 4096,
+        approx_ward_points: int = 16384,
+        approx_dim: int | None = 128,
+        kmeans_backend: str = "auto",
+        uniqueness_max_refs: int = 4096,
+        block_rows: int = 4096,
+        seed: int = 0,
+    ):
+        self.lam = lam
+        self.threshold_space = threshold_space
+        self.uniqueness = uniqueness
+        self.representativeness = representativeness
+        self.normalize = normalize
+        self.fill = fill
+        self.rate_clamp = rate_clamp
+        self.task_preset = task_preset
+        self.singleton_uniqueness = singleton_uniqueness
+        self.exact_ward_max = exact_ward_max
+        self.approx_micro_clusters = approx_micro_clusters
+        self.approx_ward_points = approx_ward_points
+        self.approx_dim = approx_dim
+        self.kmeans_backend = kmeans_backend
+        self.uniqueness_max_refs = uniqueness_max_refs
+        self.block_rows = block_rows
+        self.seed = seed
+
+    # --- parameters and features --------------------------------------------------------------
+    def _check_params(self) -> None:
+        check_choice("threshold_space", self.threshold_space, {"height", "dsse"})
+        check_choice("uniqueness", self.uniqueness, {"official", "paper"})
+        check_choice("representativeness", self.representativeness, {"official", "paper"})
+        check_choice("normalize", self.normalize, {"rank", "minmax"})
+        check_choice("fill", self.fill, {"remainder", "official"})
+        check_choice("task_preset", self.task_preset, {None, "llava665k-blocks"})
+        check_choice("singleton_uniqueness", self.singleton_uniqueness, {"nan", "zero"})
+        check_choice("kmeans_backend", self.kmeans_backend, {"auto", "faiss", "sklearn"})
+        if not (0.0 < float(self.lam) <= 1.0):
+            raise ConfigError(f"lam must be in (0, 1], got {self.lam!r}")
+        if self.rate_clamp is not None:
+            try:
+                lo, hi = (float(x) for x in self.rate_clamp)
+            except (TypeError, ValueError):
+                raise ConfigError(f"rate_clamp must be (lo, hi) or None, got {self.rate_clamp!r}") from None
+            if not (0.0 <= lo <= hi <= 1.0):
+                raise ConfigError(f"rate_clamp must satisfy 0 <= lo <= hi <= 1, got {self.rate_clamp!r}")
+        for name in ("exact_ward_max", "uniqueness_max_refs", "block_rows"):
+            if int(getattr(self, name)) < (0 if name == "exact_ward_max" else 1):
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if int(self.approx_micro_clusters) < 2:
+            raise ConfigError("approx_micro_clusters must be >= 2")
+        if int(self.approx_ward_points) < int(self.approx_micro_clusters):
+            raise ConfigError("approx_ward_points must be >= approx_micro_clusters")
+        if self.approx_dim is not None and int(self.approx_dim) < 1:
+            raise ConfigError("approx_dim must be a positive integer or None")
+
+    def feature_needs(self) -> list[FeatureNeed]:
+        self._check_params()
+        return [
+            FeatureNeed("sve", "column", "spectrum"),
+            FeatureNeed("sv_top_ratio", "column", "spectrum"),
+            # Checked for NaN/inf while it is read, block by block (one pass instead of two).
+            FeatureNeed("last_token", "array", "last_token", finite=False),
+            FeatureNeed("rounds", "column", None),
+        ]
+
+    # --- tasks --------------------------------------------------------------------------------
+    def _task_rows(self, features: FeatureSet) -> list[tuple[str, np.ndarray]]:
+        n = features.n
+        if self.task_preset == "llava665k-blocks":
+            if n != LLAVA665K_N:
+                raise ConfigError(
+                    f"task_preset='llava665k-blocks' applies the official index blocks of "
+                    f"llava_v1_5_mix665k.json and needs exactly {LLAVA665K_N} samples in that file's "
+                    f"order; these features have {n}. Use the 'task' column instead (task_preset=None)."
+                )
+            bounds = np.concatenate([[0], np.cumsum(LLAVA665K_BLOCK_SIZES)])
+            return [(f"block{b:02d}", np.arange(bounds[b], bounds[b + 1])) for b in range(len(LLAVA665K_BLOCK_SIZES))]
+        tasks = np.asarray(features.tasks).astype(str)
+        names, first, inverse = np.unique(tasks, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")  # tasks in order of first appearance
+        return [(str(names[t]), np.flatnonzero(inverse == t)) for t in order]
+
+    # --- selection ----------------------------------------------------------------------------
+    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+        self._check_params()
+        n = features.n
+        sve = np.asarray(features.column("sve"), dtype=np.float64)
+        top = np.asarray(features.column("sv_top_ratio"), dtype=np.float64)
+        rounds = np.asarray(features.column("rounds"), dtype=np.float64)
+        if (rounds < 0).any():
+            bad = features.keys[np.flatnonzero(rounds < 0)[:5]]
+            raise ConfigError(f"column 'rounds' must be >= 0 (e.g. samples {', '.join(map(str, bad))})")
+        tasks = self._task_rows(features)
+        sizes = np.array([len(rows) for _, rows in tasks], dtype=np.int64)
+        xbar = np.array([top[rows].mean() for _, rows in tasks], dtype=np.float64)
+        weights = sizes * xbar**2
+        lo_hi = None if self.rate_clamp is None else tuple(float(x) for x in self.rate_clamp)
+        budgets, budget_info = split_budget(k, sizes, weights, fill=self.fill, rate_clamp=lo_hi)
+
+        reader = RowReader(features.array("last_token"), keys=features.keys, block_rows=int(self.block_rows))
+        rng = np.random.default_rng(self.seed)
+        labels = np.zeros(n, dtype=np.int64)
+        uniq = np.full(n, np.nan)
+        rep = np.full(n, np.nan)
+        tau_c = np.full(n, np.nan)
+        scores = np.full(n, np.nan)
+        selected = np.zeros(n, dtype=bool)
+        task_info: list[dict[str, Any]] = []
+        next_label = 1
+        for t, (name, rows) in enumerate(tasks):
+            started = time.perf_counter()
+            x = reader.read(rows)
+            _log_stage(name, "read", started, n=len(rows))
+            started = time.perf_counter()
+            local, route = self.cluster(x, rng=rng)
+            _log_stage(name, "cluster", started, n=len(rows), route=route["route"])
+            n_clusters = int(local.max()) + 1 if len(local) else 0
+            labels[rows] = local + next_label
+            next_label += n_clusters
+            v = sve[rows]
+            started = time.perf_counter()
+            u, means, stats = cluster_uniqueness(
+                x, local, v, mode=self.uniqueness, max_refs=int(self.uniqueness_max_refs),
+                rng=rng, block_rows=int(self.block_rows), singleton=self.singleton_uniqueness,
+            )
+            _log_stage(name, "uniqueness", started, n=len(rows))
+            started = time.perf_counter()
+            tc = association_coefficients(means, block_rows=int(self.block_rows))
+            r = tc[local] * v
+            if self.representativeness == "paper":
+                r = r / np.bincount(local, weights=v, minlength=n_clusters)[local]
+            _log_stage(name, "representativeness", started, n=len(rows))
+            del x
+            qi, qu, qr = (self._normalise(values) for values in (v, u, r))
+            rr = rounds[rows]
+            value = (rr * qi + qu + qr) / (rr + 2.0)
+            uniq[rows], rep[rows], tau_c[rows], scores[rows] = u, r, tc[local], value
+            selected[rows[top_k_mask(value, int(budgets[t]))]] = True
+            sizes_c = np.bincount(local, minlength=n_clusters)
+            task_info.append(
+                {
+                    "task": name,
+                    "n": int(len(rows)),
+                    "mean_top_ratio": float(xbar[t]),
+                    **budget_info["tasks"][t],
+                    "clusters": n_clusters,
+                    "singleton_clusters": int((sizes_c == 1).sum()),
+                    "largest_cluster": int(sizes_c.max()) if n_clusters else 0,
+                    "degenerate_clusters": stats["degenerate_clusters"],
+                    "uniqueness_sampled_clusters": stats["sampled_clusters"],
+                    "nan_uniqueness": int(np.isnan(u).sum()),
+                    **route,
+                }
+            )
+        info: dict[str, Any] = {
+            "tasks": task_info,
+            "task_source": self.task_preset or "column:task",
+            "fill": self.fill,
+            "budget_requested": int(k),
+            "budget_selected": int(selected.sum()),
+            "capped_tasks": budget_info["capped_tasks"],
+            "raised_tasks": budget_info["raised_tasks"],
+            "redistributed": budget_info["redistributed"],
+            "single_cluster_tasks": [ti["task"] for ti in task_info if ti["clusters"] == 1],
+            "singleton_clusters": int(sum(ti["singleton_clusters"] for ti in task_info)),
+            "nan_uniqueness": int(np.isnan(uniq).sum()),
+            "ward_routes": {ti["task"]: ti["route"] for ti in task_info},
+            "tie_break": "stable (earlier sample first)",
+        }
+        if budget_info["shortfall"]:
+            info["budget_shortfall"] = int(budget_info["shortfall"])
+        return SelectionResult(
+            selected=selected,
+            scores=scores,
+            values={
+                "informativeness": sve,
+                "uniqueness": uniq,
+                "representativeness": rep,
+                "association": tau_c,
+                "cluster": labels,
+            },
+            info=info,
+        )
+
+    def _normalise(self, values: np.ndarray) -> np.ndarray:
+        return rank_normalise(values) if self.normalize == "rank" else minmax_normalise(values)
+
+    # --- clustering ---------------------------------------------------------------------------
+    def cluster(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """0-based cluster labels of the rows of ``x`` (one task) and a description of the route."""
+        rng = np.random.default_rng(self.seed) if rng is None else rng
+        if len(x) <= int(self.exact_ward_max) or len(x) <= 2:
+            labels, info = ward_labels_exact(x, self.lam, self.threshold_space, block_rows=int(self.block_rows))
+            return labels, {"route": "exact", **info}
+        labels, info = ward_labels_approx(
+            x, self.lam, self.threshold_space,
+            micro_clusters=int(self.approx_micro_clusters), ward_points=int(self.approx_ward_points),
+            dim=self.approx_dim, backend=self.kmeans_backend, seed=int(rng.integers(2**31 - 1)),
+            block_rows=int(self.block_rows),
+        )
+        return labels, {"route": "approximate", **info}
+
+
+# ======================================================================================
+# Budgets
+# ======================================================================================
+
+
+def split_budget(
+    k: int,
+    sizes: np.ndarray,
+    weights: np.ndarray,
+    *,
+    fill: str = "remainder",
+    rate_clamp: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Integer task budgets ``k_t`` from shares ``k w_t / sum w`` (official formula).
+
+    Each task's budget is bounded by ``[lo n_t, min(n_t, floor(hi n_t))]`` (``[0, n_t]`` without
+    ``rate_clamp``); a task whose share leaves its bounds is fixed at the bound and the rest of the
+    budget is re-split over the other tasks in proportion to ``w``, until nothing changes. Then
+    ``fill="official"`` floors every share; ``fill="remainder"`` also gives the floor remainder,
+    one sample each, to the tasks with the largest fractional parts (earlier task on ties), so the
+    budgets sum to exactly ``k``.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    weights = np.asarray(weights, dtype=np.float64)
+    n_tasks = len(sizes)
+    if not np.all(np.isfinite(weights)) or (weights < 0).any():
+        raise BudgetError("task weights n_t * xbar_t^2 must be finite and >= 0")
+    if weights.sum() <= 0:
+        weights = sizes.astype(np.float64)
+    upper = sizes.astype(np.float64)
+    lower = np.zeros(n_tasks)
+    if rate_clamp is not None:
+        lo, hi = rate_clamp
+        upper = np.minimum(upper, np.floor(hi * sizes + 1e-9))
+        lower = np.minimum(lo * sizes, upper)
+    if k > upper.sum() + 1e-9:
+        raise BudgetError(f"budget {k} exceeds what the tasks can give under their caps ({int(upper.sum())})")
+    if k < lower.sum() - 1e-9:
+        raise BudgetError(f"budget {k} is below the sum of the tasks' minimum rates ({lower.sum():.1f})")
+    raw = k * weights / weights.sum()
+    share = raw.copy()
+    fixed = np.zeros(n_tasks, dtype=bool)
+    for _ in range(n_tasks + 1):
+        free = ~fixed
+        rest = k - share[fixed].sum()
+        wf = weights[free].sum()
+        share[free] = rest * weights[free] / wf if wf > 0 else rest * sizes[free] / max(sizes[free].sum(), 1)
+        over = free & (share > upper + 1e-9)
+        under = free & (share < lower - 1e-9)
+        if not (over.any() or under.any()):
+            break
+        share[over] = upper[over]
+        share[under] = lower[under]
+        fixed |= over | under
+    base = np.floor(share + 1e-9).astype(np.int64)
+    base = np.minimum(base, upper.astype(np.int64))
+    budgets = base.copy()
+    shortfall = int(k - budgets.sum())
+    if fill == "remainder":
+        frac = share - base
+        order = np.lexsort((np.arange(n_tasks), -frac))
+        while budgets.sum() < k:
+            progressed = False
+            for t in order:
+                if budgets.sum() >= k:
+                    break
+                if budgets[t] < upper[t]:
+                    budgets[t] += 1
+                    progressed = True
+            if not progressed:  # pragma: no cover - excluded by the feasibility check above
+                raise BudgetError("cannot place the whole budget within the task caps")
+        shortfall = 0
+    capped = [int(t) for t in np.flatnonzero(fixed & (share >= upper - 1e-9) & (raw > upper + 1e-9))]
+    raised = [int(t) for t in np.flatnonzero(fixed & (raw < lower - 1e-9))]
+    info = {
+        "tasks": [
+            {
+                "raw_budget": float(raw[t]),
+                "budget": int(budgets[t]),
+                "rate": float(budgets[t] / sizes[t]) if sizes[t] else 0.0,
+                "capped": bool(t in capped),
+                "raised": bool(t in raised),
+            }
+            for t in range(n_tasks)
+        ],
+        "capped_tasks": capped,
+        "raised_tasks": raised,
+        "redistributed": float(np.abs(raw - share)[fixed].sum()),
+        "shortfall": shortfall,
+    }
+    return budgets, info
+
+
+# ======================================================================================
+# Normalisation
+# ======================================================================================
+
+
+def rank_normalise(values: np.ndarray) -> np.ndarray:
+    """0-based ascending rank / n; NaN ranks highest; ties keep position order (stable sort)."""
+    values = np.asarray(values, dtype=np.float64)
+    n = len(values)
+    order = np.argsort(values, kind="stable")  # numpy sorts NaN last
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.arange(n, dtype=np.float64)
+    return ranks / max(n, 1)
+
+
+def minmax_normalise(values: np.ndarray) -> np.ndarray:
+    """``(v - min) / (max - min)`` over finite values; 0 when constant; NaN -> 1 (highest, as in rank)."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    out = np.ones(len(values))
+    if finite.any():
+        lo, hi = values[finite].min(), values[finite].max()
+        out[finite] = (values[finite] - lo) / (hi - lo) if hi > lo else 0.0
+    return out
+
+
+# ======================================================================================
+# Reading rows
+# ======================================================================================
+
+
+class RowReader:
+    """Reads rows of a 2-D array as float32, block by block, refusing NaN/inf.
+
+    A ``.npy`` opened memory-mapped (as :meth:`FeatureSet.load` does) is read with ordinary file
+    reads instead of through the mapping, so the pages read do not stay in this process's
+    resident memory: a 665k x 4096 float16 ``last_token`` (5.4 GB) is streamed one task at a time.
+    """
+
+    def __init__(self, array: np.ndarray, keys: np.ndarray | None = None, block_rows: int = 4096):
+        if array.ndim != 2:
+            raise ValueError("expected a 2-D array")
+        self.array = array
+        self.keys = keys
+        self.block_rows = max(1, int(block_rows))
+        self.width = array.shape[1]
+        self._file = None
+        if (
+            isinstance(array, np.memmap)
+            and isinstance(getattr(array, "base", None), mmap.mmap)
+            and array.filename
+            and array.flags.c_contiguous
+        ):
+            self._file = (str(array.filename), int(array.offset))
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.width), dtype=np.float32)
+        if self._file is not None:
+            with open(self._file[0], "rb", buffering=0) as handle:
+                self._read_file(handle, rows, out)
+        else:
+            for start in range(0, len(rows), self.block_rows):
+                part = rows[start : start + self.block_rows]
+                if len(part) and part[-1] - part[0] + 1 == len(part):
+                    out[start : start + len(part)] = self.array[part[0] : part[-1] + 1]
+                else:
+                    out[start : start + len(part)] = self.array[part]
+        self._check_finite(out, rows)
+        return out
+
+    def _read_file(self, handle, rows: np.ndarray, out: np.ndarray) -> None:
+        dtype = self.array.dtype
+        row_bytes = self.width * dtype.itemsize
+        base = self._file[1]
+
+        def read_span(first: int, count: int) -> np.ndarray:
+            buffer = np.empty((count, self.width), dtype=dtype)
+            handle.seek(base + first * row_bytes)
+            view = memoryview(buffer.reshape(-1).view(np.uint8))
+            got = 0
+            while got < len(view):
+                chunk = handle.readinto(view[got:])
+                if not chunk:
+                    raise OSError(f"unexpected end of file in {self._file[0]}")
+                got += chunk
+            return buffer
+
+        for start in range(0, len(rows), self.block_rows):
+            part = rows[start : start + self.block_rows]
+            span = int(part[-1] - part[0] + 1)
+            if span <= 4 * len(part):
+                block = read_span(int(part[0]), span)
+                out[start : start + len(part)] = block[part - part[0]]
+            else:  # scattered rows: read each contiguous run
+                breaks = np.flatnonzero(np.diff(part) != 1) + 1
+                for run in np.split(np.arange(len(part)), breaks):
+                    first = int(part[run[0]])
+                    out[start + run[0] : start + run[-1] + 1] = read_span(first, len(run))
+
+    def _check_finite(self, out: np.ndarray, rows: np.ndarray) -> None:
+        bad = []
+        for start in range(0, len(out), self.block_rows):
+            ok = np.isfinite(out[start : start + self.block_rows]).all(axis=1)
+            if not ok.all():
+                bad.append(rows[start + np.flatnonzero(~ok)])
+        if bad:
+            bad = np.concatenate(bad)
+            names = self.keys[bad[:10]] if self.keys is not None else bad[:10]
+            more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
+            raise NonFiniteFeaturesError(
+                f"feature 'last_token' has NaN or inf for {len(bad)} sample(s): "
+                f"{', '.join(map(str, names))}{more}"
+            )
+
+
+# ======================================================================================
+# Ward clustering
+# ======================================================================================
+
+
+def _linkage_ward(condensed: np.ndarray) -> np.ndarray:
+    try:
+        import fastcluster
+    except ImportError:  # pragma: no cover - fastcluster is a dependency
+        from scipy.cluster.hierarchy import linkage
+
+        return linkage(condensed, method="ward")
+    return fastcluster.linkage(condensed, method="ward", preserve_input=False)
+
+
+def _cut(z: np.ndarray, lam: float, space: str) -> tuple[np.ndarray, float, float]:
+    from scipy.cluster.hierarchy import fcluster
+
+    root = float(z[-1, 2])
+    threshold = (lam if space == "height" else math.sqrt(lam)) * root
+    labels = fcluster(z, t=threshold, criterion="distance")
+    return labels.astype(np.int64) - 1, root, threshold
+
+
+def condensed_distances(x: np.ndarray, block_rows: int = 2048) -> np.ndarray:
+    """Condensed Euclidean distances (scipy order) of the rows of ``x`` in float64.
+
+    Computed block by block with BLAS on the centred rows (``|a|^2 + |b|^2 - 2 a.b``), only for
+    the upper triangle; memory: the ``n(n-1)/2`` output plus a ``block_rows x n`` work block.
+    """
+    n = len(x)
+    xc = np.asarray(x, dtype=np.float64)
+    xc = xc - xc.mean(axis=0)
+    sq = np.einsum("ij,ij->i", xc, xc)
+    out = np.empty(n * (n - 1) // 2, dtype=np.float64)
+    for a in range(0, n, block_rows):
+        b = min(n, a + block_rows)
+        d2 = xc[a:b] @ xc[a:].T
+        d2 *= -2.0
+        d2 += sq[a:b, None]
+        d2 += sq[None, a:]
+        np.maximum(d2, 0.0, out=d2)
+        np.sqrt(d2, out=d2)
+        for i in range(a, b):
+            start = i * n - i * (i + 1) // 2
+            out[start : start + n - i - 1] = d2[i - a, i - a + 1 :]
+    return out
+
+
+def ward_labels_exact(
+    x: np.ndarray, lam: float = 0.1, space: str = "height", block_rows: int = 2048
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Official clustering: Ward on all rows, cut at ``lam`` (or ``sqrt(lam)``) x root height."""
+    n = len(x)
+    if n <= 1:
+        return np.zeros(n, dtype=np.int64), {"root_height": 0.0, "threshold": 0.0}
+    z = _linkage_ward(condensed_distances(x, block_rows=min(block_rows, 2048)))
+    labels, root, threshold = _cut(z, lam, space)
+    return labels, {"root_height": root, "threshold": threshold}
+
+
+def _kmeans(points: np.ndarray, k: int, backend: str, seed: int) -> np.ndarray:
+    """Micro-cluster assignment of ``points`` (float32) into at most ``k`` clusters."""
+    faiss = None
+    if backend in ("auto", "faiss"):
+        try:
+            import faiss  # noqa: F811
+        except ImportError:
+            if backend == "faiss":
+                raise ConfigError("kmeans_backend='faiss' needs faiss-cpu (pip install faiss-cpu)") from None
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    if faiss is not None:
+        km = faiss.Kmeans(
+            points.shape[1], k, niter=20, seed=seed, verbose=False,
+            min_points_per_centroid=1, max_points_per_centroid=1 << 30,
+        )
+        km.train(points)
+        _, assign = km.index.search(points, 1)
+        return assign[:, 0].astype(np.int64), "faiss"
+    from sklearn.cluster import MiniBatchKMeans
+
+    km = MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=max(4096, 2 * k), n_init=1, max_iter=50)
+    return km.fit_predict(points).astype(np.int64), "sklearn"
+
+
+def _pca_project(x: np.ndarray, dim: int, seed: int, block_rows: int) -> np.ndarray:
+    from sklearn.utils.extmath import randomized_svd
+
+    n, d = x.shape
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, 20000), replace=False))
+    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+    xs = x[sample] - mean
+    _, _, vt = randomized_svd(xs, n_components=dim, random_state=seed)
+    basis = np.ascontiguousarray(vt.T, dtype=np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    for a in range(0, n, block_rows):
+        out[a : a + block_rows] = (x[a : a + block_rows] - mean) @ basis
+    return out
+
+
+def ward_labels_approx(
+    x: np.ndarray,
+    lam: float = 0.1,
+    space: str = "height",
+    *,
+    micro_clusters: int = 4096,
+    ward_points: int = 16384,
+    dim: int | None = 128,
+    backend: str = "auto",
+    seed: int = 0,
+    block_rows: int = 4096,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Approximate Ward for large tasks: Ward on k-means micro-clusters, weighted by their sizes.
+
+    1. k-means (faiss, else scikit-learn) splits the task into ``micro_clusters`` micro-clusters,
+       in a ``dim``-dimensional PCA projection (fitted on a 20,000-row sample).
+    2. Each micro-cluster's centroid is the exact mean of its members' full features.
+    3. Weighted Ward on the centroids. No library takes weights, so each centroid is repeated
+       ``r_c = max(1, round(w_c / s))`` times, with ``s = n / (ward_points - m)`` so at most
+       ``ward_points`` points. Ward merges the copies first at height 0; from there on it runs
+       exactly as Ward started from the micro-clusters with weights ``s r_c ~ w_c`` (all heights
+       scaled by ``1/sqrt(s)``, which the relative cut ignores).
+    4. The dendrogram is cut like the exact one and each sample takes its micro-cluster's label.
+
+    The approximation: samples of one micro-cluster always share a cluster, and weights are
+    rounded to multiples of ``s``.
+    """
+    n, d = x.shape
+    m = int(min(micro_clusters, n))
+    work = x if dim is None or dim >= d else _pca_project(x, int(dim), seed, block_rows)
+    assign, used_backend = _kmeans(work, m, backend, seed)
+    del work
+    micro_ids, assign = np.unique(assign, return_inverse=True)
+    m = len(micro_ids)
+    weights = np.bincount(assign, minlength=m).astype(np.float64)
+    # Exact full-dimension centroids: one-hot (m x b) @ block, accumulated in float64.
+    from scipy import sparse
+
+    sums = np.zeros((m, d), dtype=np.float64)
+    for a in range(0, n, block_rows):
+        part = assign[a : a + block_rows]
+        onehot = sparse.csr_matrix(
+            (np.ones(len(part), dtype=np.float32), (part, np.arange(len(part)))), shape=(m, len(part))
+        )
+        sums += onehot @ x[a : a + block_rows]
+    centroids = sums / weights[:, None]
+    del sums
+    scale = n / max(ward_points - m, 1)
+    reps = np.maximum(1, np.rint(weights / scale)).astype(np.int64)
+    if m == 1:
+        return np.zeros(n, dtype=np.int64), {
+            "micro_clusters": 1, "ward_points": 1, "weight_scale": float(scale),
+            "weight_error_mean": 0.0, "kmeans_backend": used_backend, "pca_dim": dim,
+            "root_height": 0.0, "threshold": 0.0,
+        }
+    # Distances between distinct centroids, then the condensed matrix of the repeated points.
+    cdist = _square_distances(centroids)
+    point_of = np.repeat(np.arange(m), reps)
+    total = len(point_of)
+    condensed = np.empty(total * (total - 1) // 2, dtype=np.float64)
+    for i in range(total):
+        start = i * total - i * (i + 1) // 2
+        condensed[start : start + total - i - 1] = cdist[point_of[i], point_of[i + 1 :]]
+    del cdist
+    z = _linkage_ward(condensed)
+    del condensed
+    point_labels, root, threshold = _cut(z, lam, space)
+    first_point = np.concatenate([[0], np.cumsum(reps)[:-1]])
+    micro_labels = point_labels[first_point]
+    _, micro_labels = np.unique(micro_labels, return_inverse=True)
+    error = np.abs(reps * scale - weights) / weights
+    return micro_labels[assign].astype(np.int64), {
+        "micro_clusters": int(m),
+        "ward_points": int(total),
+        "weight_scale": float(scale),
+        "weight_error_mean": float(np.average(error, weights=weights)),
+        "kmeans_backend": used_backend,
+        "pca_dim": None if dim is None or dim >= d else int(dim),
+        "root_height": root,
+        "threshold": threshold,
+    }
+
+
+def _square_distances(points: np.ndarray) -> np.ndarray:
+    """Full Euclidean distance matrix (float64) of a modest number of points."""
+    pc = points - points.mean(axis=0)
+    sq = np.einsum("ij,ij->i", pc, pc)
+    d2 = pc @ pc.T
+    d2 *= -2.0
+    d2 += sq[:, None]
+    d2 += sq[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    np.fill_diagonal(d2, 0.0)
+    return np.sqrt(d2, out=d2)
+
+
+# ======================================================================================
+# Uniqueness and representativeness
+# ======================================================================================
+
+
+def cluster_uniqueness(
+    x: np.ndarray,
+    labels: np.ndarray,
+    informativeness: np.ndarray,
+    *,
+    mode: str = "official",
+    max_refs: int = 4096,
+    rng: np.random.Generator | None = None,
+    block_rows: int = 4096,
+    singleton: str = "nan",
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Uniqueness of every row of one task, and the float64 mean feature of every cluster.
+
+    ``official``: ``U_i = sum_{j in C} D_ij I_j / ((1/n_C) sum_{a,b in C} D_ab)``;
+    ``paper``: ``U_i = sum_{j in C} D_ij I_j / sum_{j in C} I_j``. Distances are computed in
+    float32 with BLAS on the cluster-centred features (self-distances set to exactly 0). For a
+    cluster larger than ``max_refs``, the sums over ``j`` run over a seeded random sample of
+    ``max_refs`` members, scaled by ``n_C / max_refs``. A cluster whose mean distance is 0 (one
+    member, or identical members) gets NaN (``singleton="nan"``, official 0/0) or 0 in
+    ``official`` mode.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    labels = np.asarray(labels, dtype=np.int64)
+    v = np.asarray(informativeness, dtype=np.float64)
+    n, d = x.shape
+    k = int(labels.max()) + 1 if n else 0
+    order = np.argsort(labels, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=k))])
+    out = np.empty(n, dtype=np.float64)
+    means = np.zeros((k, d), dtype=np.float64)
+    stats = {"degenerate_clusters": 0, "sampled_clusters": 0}
+    for c in range(k):
+        members = order[bounds[c] : bounds[c + 1]]
+        size = len(members)
+        if size == 0:
+            continue
+        mean = np.zeros(d, dtype=np.float64)
+        for a in range(0, size, block_rows):
+            mean += x[members[a : a + block_rows]].sum(axis=0, dtype=np.float64)
+        mean /= size
+        means[c] = mean
+        if size == 1:
+            sums, total = np.zeros(1), 0.0
+        else:
+            if size > max_refs:
+                refs = np.sort(rng.choice(size, size=max_refs, replace=False))
+                stats["sampled_clusters"] += 1
+            else:
+                refs = np.arange(size)
+            ref_x = (x[members[refs]] - mean).astype(np.float32)
+            ref_sq = np.einsum("ij,ij->i", ref_x, ref_x, dtype=np.float64)
+            ref_v = v[members[refs]]
+            ref_pos = np.full(size, -1, dtype=np.int64)
+            ref_pos[refs] = np.arange(len(refs))
+            scale = size / len(refs)
+            sums = np.empty(size, dtype=np.float64)
+            total = 0.0
+            for a in range(0, size, block_rows):
+                b = min(size, a + block_rows)
+                blk = (x[members[a:b]] - mean).astype(np.float32)
+                blk_sq = np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
+                d2 = (blk @ ref_x.T).astype(np.float64)
+                d2 *= -2.0
+                d2 += blk_sq[:, None]
+                d2 += ref_sq[None, :]
+                np.maximum(d2, 0.0, out=d2)
+                np.sqrt(d2, out=d2)
+                self_rows = np.flatnonzero(ref_pos[a:b] >= 0)
+                d2[self_rows, ref_pos[a:b][self_rows]] = 0.0
+                sums[a:b] = scale * (d2 @ ref_v)
+                total += scale * d2.sum()
+        if mode == "official":
+            mean_distance = total / size
+            if mean_distance > 0:
+                out[members] = sums / mean_distance
+            else:
+                stats["degenerate_clusters"] += 1
+                out[members] = np.nan if singleton == "nan" else 0.0
+        else:
+            denominator = v[members].sum()
+            out[members] = sums / denominator if denominator != 0 else 0.0
+    return out, means, stats
+
+
+def association_coefficients(means: np.ndarray, block_rows: int = 4096) -> np.ndarray:
+    """``tau_C = 1/(K-1) sum_{C' != C} exp(cos(mean_C, mean_C'))`` for the clusters of one task.
+
+    A task with a single cluster gets ``e`` (official code: division by zero; the value is
+    constant within the task, so it changes no ranking). A zero mean vector has cosine 0.
+    """
+    k = len(means)
+    if k <= 1:
+        return np.full(k, SINGLE_CLUSTER_TAU)
+    norms = np.linalg.norm(means, axis=1)
+    unit = means / np.where(norms > 0, norms, 1.0)[:, None]
+    tau = np.empty(k, dtype=np.float64)
+    for a in range(0, k, block_rows):
+        b = min(k, a + block_rows)
+        sim = np.exp(unit[a:b] @ unit.T)
+        self_sim = np.exp(np.einsum("ij,ij->i", unit[a:b], unit[a:b]))
+        tau[a:b] = (sim.sum(axis=1) - self_sim) / (k - 1)
+    return tau
+
+
+def _log_stage(task: str, stage: str, started: float, **extra: Any) -> None:
+    seconds = time.perf_counter() - started
+    log.info(
+        "datatailor task %s: %s %.2fs %s", task, stage, seconds,
+        " ".join(f"{key}={value}" for key, value in extra.items()),
+        extra={"dt_task": task, "dt_stage": stage, "dt_seconds": seconds},
+    )

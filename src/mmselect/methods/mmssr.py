@@ -1,0 +1,494 @@
+"""mmSSR (arXiv 2503.13383): capability scores round-robin over style x source bins."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, DataFormatError, MissingFeaturesError
+from ..features.store import FeatureSet
+from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
+
+SCORE_PREFIX = "score_"
+STYLES_COLUMN = "styles"
+PRODUCED_BY = "mmssr-scores"
+FILL_RULES = ("max-score", "random", "none")
+
+
+class MMSSR(SelectionMethod):
+    """mmSSR sampler: a fine-tuned scorer rates each sample 0-5 per capability, a styler tags its
+    interaction styles; the budget is filled round-robin over the capabilities and evenly over
+    ``<style>+<source>`` bins.
+
+    Features (``mmselect extract --features mmssr-scores``, or your own file, see
+    :func:`load_user_scores`): ``score_<capability>`` columns (float, NaN = no usable reply) and
+    ``styles`` (list of strings per sample, first style first). The source of a sample is its
+    ``task`` column.
+
+    Parameters
+    ----------
+    capabilities : list of str or None
+        Capabilities to sample for, in round-robin order (names without the ``score_`` prefix).
+        ``None``: every ``score_*`` column, in column order. As in the official code, the weight of
+        a capability is set by listing it: each listed capability gets an equal share per round.
+    threshold : float
+        Only samples with ``score > threshold`` enter a capability's pool (official ``--thr``, 0).
+    seed : int or None
+        Tie-break between equal scores (frequent: scores are integers) and in the fill. ``int``:
+        a hash of (seed, sample key), so the outcome does not depend on the row order; ``None``: the
+        earlier row first. Recorded in ``info``.
+    fill : {"max-score", "random", "none"}
+        What happens when every capability has run dry (no sample left with score > threshold)
+        before the budget is met. ``"max-score"`` (default): the rest of the budget goes to the
+        unselected samples with the highest score over the listed capabilities (NaN lowest), ties
+        by the seeded tie-break. ``"random"``: seeded tie-break order only. ``"none"``: stop short
+        and report ``info["budget_shortfall"]``.
+
+    Official behaviour (github.com/lyumengyao/mmssr ``llava/select/mmssr.py``), reproduced exactly:
+
+    * While the budget is not met: ``q = max(remaining // |caps|, 1)``; for each capability in
+      order, ``q = min(q, remaining)``, pool = unselected samples with score > threshold sorted by
+      score (descending), pick ``q`` from the pool with the style-balanced rule, drop the
+      capability if it picked nothing; stop as soon as the budget is met.
+    * Style-balanced rule: bins ``<style>+<source>`` over the pool (a sample with several styles
+      sits in several bins), ordered by size ascending (equal sizes: by bin name, the order
+      ``pandas.groupby`` gives them); quota per bin ``max(q // #bins, 1)``; unused quota carries to
+      the next bin ("debt"); stop once ``q`` are picked.
+    * Inside a bin, samples for which it is the first style come first (in score order), then those
+      for which it is the second style, and so on (the ``melt`` order of the official code).
+
+    Changes from the official code (its bugs): the unstable score sort is replaced by the seeded,
+    recorded tie-break; the loop stops cleanly when every capability runs dry (the official code
+    fails an assertion / divides by zero or never ends) and fills by ``fill``; the capability list
+    keeps the given order after drops (the official ``list(set(...))`` order depends on the string
+    hash seed). A sample without styles (empty styler reply) is binned under ``"+<source>"``, which
+    is what the official parsing makes of an empty reply.
+
+    Scores: a preference rank, ``n - position`` in (pick order, then the fill order of the rest), so
+    the ``k`` highest scores are the selection. ``values``: ``mmssr_capability`` (capability that
+    picked the sample, ``""`` if none), ``mmssr_round``, ``mmssr_bin``, ``mmssr_max_score``.
+    """
+
+    summary = "capability scores round-robin over style x source bins"
+
+    def __init__(
+        self,
+        *,
+        capabilities: Sequence[str] | None = None,
+        threshold: float = 0.0,
+        seed: int | None = 0,
+        fill: str = "max-score",
+    ):
+        self.capabilities = capabilities
+        self.threshold = threshold
+        self.seed = seed
+        self.fill = fill
+
+    def feature_needs(self):
+        check_choice("fill", self.fill, set(FILL_RULES))
+        needs = [FeatureNeed(f"{SCORE_PREFIX}{c}", "column", PRODUCED_BY, finite=False) for c in self._named_caps()]
+        needs.append(FeatureNeed(STYLES_COLUMN, "column", PRODUCED_BY, finite=False))
+        return needs
+
+    def _named_caps(self) -> list[str]:
+        if self.capabilities is None:
+            return []
+        caps = [self.capabilities] if isinstance(self.capabilities, str) else list(self.capabilities)
+        caps = [c[len(SCORE_PREFIX):] if c.startswith(SCORE_PREFIX) else c for c in caps]
+        if not caps:
+            raise ConfigError("capabilities must name at least one capability (or be None for all)")
+        if len(set(caps)) != len(caps):
+            raise ConfigError(f"capabilities are listed twice: {caps}")
+        return caps
+
+    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+        caps = self._named_caps() or [
+            name[len(SCORE_PREFIX):] for name in features.column_names if name.startswith(SCORE_PREFIX)
+        ]
+        if not caps:
+            raise MissingFeaturesError(
+                "method 'mmssr' needs at least one score_<capability> column "
+                f"(produced by `mmselect extract --features {PRODUCED_BY}` or load_user_scores)"
+            )
+        scores = [np.asarray(features.column(f"{SCORE_PREFIX}{c}"), dtype=float) for c in caps]
+        styles = [_as_style_list(v) for v in features.column(STYLES_COLUMN)]
+        tie = tie_break_ranks(features.keys, self.seed)
+        outcome = mmssr_sample(
+            scores, styles, features.tasks, k, threshold=float(self.threshold), tie_rank=tie, fill=self.fill,
+            capability_names=caps,
+        )
+        n = features.n
+        preference = np.empty(n, dtype=float)
+        preference[outcome["full_order"]] = n - np.arange(n, dtype=float)
+        selected = np.zeros(n, dtype=bool)
+        selected[outcome["order"]] = True
+        stacked = np.vstack(scores)
+        with np.errstate(all="ignore"):
+            max_score = np.where(np.isnan(stacked).all(axis=0), np.nan, np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0))
+        info = outcome["info"]
+        info.update({"seed": self.seed, "fill": self.fill, "threshold": float(self.threshold)})
+        info["tie_break"] = (
+            "row order" if self.seed is None else f"blake2b hash of the sample key keyed by seed {self.seed}"
+        )
+        return SelectionResult(
+            selected=selected,
+            scores=preference,
+            values={
+                "mmssr_capability": outcome["capability"],
+                "mmssr_round": outcome["round"],
+                "mmssr_bin": outcome["bin"],
+                "mmssr_max_score": max_score,
+            },
+            order=np.asarray(outcome["order"], dtype=np.int64),
+            info=info,
+        )
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def _as_style_list(value) -> list[str]:
+    """A styles cell as a list: lists/arrays as is, a comma-separated or JSON string split, None -> []."""
+    if value is None:
+        return []
+    if isinstance(value, float) and np.isnan(value):
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+                return [str(s) for s in parsed]
+            except json.JSONDecodeError:
+                pass
+        return [s.strip() for s in text.split(",") if s.strip()]
+    return [str(s) for s in value]
+
+
+def tie_break_ranks(keys: Sequence[str], seed: int | None) -> np.ndarray:
+    """Rank (0 = first) of every sample in the tie-break order.
+
+    ``seed=None``: row order. Otherwise the order of a keyed hash of (seed, key): reproducible,
+    independent of the row order, different for different seeds.
+    """
+    n = len(keys)
+    if seed is None:
+        return np.arange(n, dtype=np.int64)
+    salt = str(int(seed)).encode()
+    digests = np.fromiter(
+        (int.from_bytes(hashlib.blake2b(str(key).encode(), digest_size=8, key=salt).digest(), "big") for key in keys),
+        dtype=np.uint64,
+        count=n,
+    )
+    order = np.lexsort((np.arange(n), digests))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank
+
+
+def _bins(styles: Sequence[Sequence[str]], sources: Sequence[str]):
+    """Entry arrays (sample, style position, bin id) and bin names sorted by name."""
+    entry_sample, entry_pos, entry_name = [], [], []
+    n_no_style = 0
+    for i, (sample_styles, source) in enumerate(zip(styles, sources)):
+        names: list[str] = []
+        for style in sample_styles or [""]:
+            name = f"{str(style).strip()}+{source}"
+            if name not in names:
+                names.append(name)
+        n_no_style += not sample_styles
+        for pos, name in enumerate(names):
+            entry_sample.append(i)
+            entry_pos.append(pos)
+            entry_name.append(name)
+    bin_names, entry_bin = np.unique(np.asarray(entry_name, dtype=object).astype(str), return_inverse=True)
+    return (
+        np.asarray(entry_sample, dtype=np.int64),
+        np.asarray(entry_pos, dtype=np.int64),
+        entry_bin.astype(np.int64),
+        [str(b) for b in bin_names],
+        n_no_style,
+    )
+
+
+class _CapabilityPool:
+    """Entries of the samples with score > threshold for one capability, in official bin order:
+    by bin, then style position, then score (descending) with the tie-break."""
+
+    def __init__(self, score, threshold, tie_rank, entry_sample, entry_pos, entry_bin):
+        key = np.where(np.isnan(score), -np.inf, score)
+        rank_order = np.lexsort((tie_rank, -key))
+        rank = np.empty(len(score), dtype=np.int64)
+        rank[rank_order] = np.arange(len(score))
+        eligible = score[entry_sample] > threshold  # NaN compares False
+        es, ep, eb = entry_sample[eligible], entry_pos[eligible], entry_bin[eligible]
+        order = np.lexsort((rank[es], ep, eb))
+        self.sample = es[order]
+        self.bin = eb[order]
+
+
+def _style_balanced_pick(pool: _CapabilityPool, candidate: np.ndarray, q: int, scratch: np.ndarray):
+    """Official ``select``: returns (picked samples in pick order, bin id of each)."""
+    keep = candidate[pool.sample]
+    samples, bins = pool.sample[keep], pool.bin[keep]
+    if samples.size == 0 or q <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    bin_ids, starts, counts = np.unique(bins, return_index=True, return_counts=True)
+    per_bin = max(q // len(bin_ids), 1)
+    debt = 0
+    picked: list[np.ndarray] = []
+    picked_bins: list[np.ndarray] = []
+    total = 0
+    for b in np.argsort(counts, kind="stable"):  # size ascending, equal sizes by bin name
+        if total >= q:
+            break
+        members = samples[starts[b] : starts[b] + counts[b]]
+        available = members[~scratch[members]]
+        want = per_bin + debt
+        take = min(want, len(available))
+        debt = max(want - len(available), 0)
+        chosen = available[:take]
+        scratch[chosen] = True
+        picked.append(chosen)
+        picked_bins.append(np.full(take, bin_ids[b], dtype=np.int64))
+        total += take
+    out = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
+    scratch[out] = False
+    return out, (np.concatenate(picked_bins) if picked_bins else np.empty(0, dtype=np.int64))
+
+
+def mmssr_sample(
+    scores: Sequence[np.ndarray],
+    styles: Sequence[Sequence[str]],
+    sources: Sequence[str],
+    k: int,
+    *,
+    threshold: float = 0.0,
+    tie_rank: np.ndarray | None = None,
+    fill: str = "max-score",
+    capability_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The mmSSR sampler on plain arrays (see :class:`MMSSR`).
+
+    ``scores``: one float array (n,) per capability, in round-robin order. ``styles``: per sample
+    a list of styles (first style first). ``sources``: per sample its source (``task``).
+    Returns ``order`` (selected indices in pick order), ``full_order`` (every index: picks, then
+    the rest in fill order), per-sample ``capability``/``round``/``bin`` and ``info``.
+    """
+    check_choice("fill", fill, set(FILL_RULES))
+    n = len(sources)
+    names = list(capability_names) if capability_names is not None else [str(i) for i in range(len(scores))]
+    if len(names) != len(scores):
+        raise ValueError("one name per capability")
+    if not 0 <= k <= n:
+        raise ValueError(f"budget {k} outside [0, {n}]")
+    tie_rank = np.arange(n, dtype=np.int64) if tie_rank is None else np.asarray(tie_rank, dtype=np.int64)
+    scores = [np.asarray(s, dtype=float) for s in scores]
+    entry_sample, entry_pos, entry_bin, bin_names, n_no_style = _bins(styles, sources)
+    pools = {c: _CapabilityPool(s, threshold, tie_rank, entry_sample, entry_pos, entry_bin) for c, s in zip(names, scores)}
+
+    candidate = np.ones(n, dtype=bool)
+    scratch = np.zeros(n, dtype=bool)
+    order: list[np.ndarray] = []
+    pick_cap = np.full(n, "", dtype=object)
+    pick_round = np.full(n, -1, dtype=np.int64)
+    pick_bin = np.full(n, "", dtype=object)
+    per_cap = {c: 0 for c in names}
+    dropped: dict[str, int] = {}
+    active = list(names)
+    n_selected, rounds = 0, 0
+    while n_selected < k and active:
+        q = max((k - n_selected) // len(active), 1)
+        drop_now = []
+        for c in active:
+            q = min(q, k - n_selected)
+            new, new_bins = _style_balanced_pick(pools[c], candidate, q, scratch)
+            if new.size == 0:
+                drop_now.append(c)
+            else:
+                candidate[new] = False
+                order.append(new)
+                pick_cap[new] = c
+                pick_round[new] = rounds
+                pick_bin[new] = [bin_names[b] for b in new_bins]
+                per_cap[c] += int(new.size)
+                n_selected += int(new.size)
+            if n_selected >= k:
+                break
+        for c in drop_now:
+            dropped[c] = rounds
+        active = [c for c in active if c not in drop_now]
+        rounds += 1
+
+    picked = np.concatenate(order) if order else np.empty(0, dtype=np.int64)
+    rest = np.flatnonzero(candidate)
+    if fill == "max-score" and scores:
+        stacked = np.vstack([np.where(np.isnan(s), -np.inf, s) for s in scores])
+        best = stacked.max(axis=0)[rest]
+        rest = rest[np.lexsort((tie_rank[rest], -best))]
+    else:
+        rest = rest[np.argsort(tie_rank[rest], kind="stable")]
+    info: dict[str, Any] = {
+        "capabilities": names,
+        "rounds": rounds,
+        "picked_per_capability": per_cap,
+        "dropped_capabilities": dropped,
+        "n_bins": len(bin_names),
+        "samples_without_styles": int(n_no_style),
+        "filled": 0,
+    }
+    shortfall = k - n_selected
+    if shortfall > 0:
+        if fill == "none":
+            info["budget_shortfall"] = (
+                f"every capability ran dry (no unselected sample with score > {threshold}) after "
+                f"{n_selected} of {k} samples, and fill='none'"
+            )
+        else:
+            extra = rest[:shortfall]
+            pick_cap[extra] = "fill"
+            picked = np.concatenate([picked, extra])
+            rest = rest[shortfall:]
+            info["filled"] = int(shortfall)
+            info["fill_rule"] = (
+                "highest score over the capabilities (NaN lowest), then the tie-break"
+                if fill == "max-score"
+                else "tie-break order"
+            )
+    return {
+        "order": picked,
+        "full_order": np.concatenate([picked, rest]),
+        "capability": pick_cap,
+        "round": pick_round,
+        "bin": pick_bin,
+        "info": info,
+    }
+
+
+# --- user-brought scores --------------------------------------------------------------------------
+def _read_table(path: Path):
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return pq.read_table(path).to_pylist()
+    if suffix == ".csv":
+        types = {"key": pa.string(), STYLES_COLUMN: pa.string()}
+        try:
+            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
+        except pa.ArrowInvalid as error:
+            raise DataFormatError(f"{path}: cannot read CSV ({error})") from None
+        return table.to_pylist()
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for line_no, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise DataFormatError(f"{path}:{line_no}: invalid JSON ({error.msg})") from None
+        return rows
+    raise DataFormatError(f"{path}: unsupported scores file type {suffix!r} (use .csv, .jsonl or .parquet)")
+
+
+def _to_float(value) -> float:
+    if value is None:
+        return np.nan
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "" or text.lower() in ("nan", "null", "none"):
+            return np.nan
+        try:
+            return float(text)
+        except ValueError:
+            return np.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def load_user_scores(
+    path: str | Path, features_or_keys: FeatureSet | Sequence[str], *, allow_missing: bool = False
+) -> dict[str, np.ndarray]:
+    """Read mmSSR scores and styles you computed yourself; return columns aligned with the samples.
+
+    File layout (``.csv``, ``.jsonl`` or ``.parquet``), one row per sample:
+
+    * an identifier: ``key`` (the sample key, as in ``samples.parquet``) **or** ``position`` (0-based
+      record position in the dataset);
+    * ``score_<capability>`` columns: a number (any scale; the threshold applies to it), empty /
+      ``NaN`` / ``null`` when there is no usable score;
+    * ``styles``: the sample's styles, first style first: a list (JSONL/parquet), or a string with
+      the styles separated by commas, or a JSON list in a string (CSV), e.g. ``"yes/no, multi-choice"``.
+
+    Returns ``{"score_<capability>": float array, "styles": object array of lists}`` in the row order
+    of ``features_or_keys`` (add them with ``features.with_columns(**columns)``). Unknown keys or
+    positions, duplicates, and (unless ``allow_missing``) samples absent from the file are errors;
+    absent samples get NaN scores and no styles when allowed.
+    """
+    path = Path(path)
+    keys = features_or_keys.keys if isinstance(features_or_keys, FeatureSet) else list(features_or_keys)
+    keys = [str(k) for k in keys]
+    n = len(keys)
+    rows = _read_table(path)
+    if not rows:
+        raise DataFormatError(f"{path}: no rows")
+    fields: list[str] = []
+    for row in rows:
+        for name in row:
+            if name not in fields:
+                fields.append(name)
+    if "key" in fields:
+        id_field = "key"
+        index_of = {key: i for i, key in enumerate(keys)}
+    elif "position" in fields:
+        id_field = "position"
+        index_of = None
+    else:
+        raise DataFormatError(f"{path}: needs a 'key' or a 'position' column to match rows to samples")
+    score_fields = [f for f in fields if f.startswith(SCORE_PREFIX)]
+    if not score_fields and STYLES_COLUMN not in fields:
+        raise DataFormatError(f"{path}: no score_<capability> or styles column (columns: {fields})")
+    columns: dict[str, np.ndarray] = {f: np.full(n, np.nan) for f in score_fields}
+    styles = np.empty(n, dtype=object)
+    styles[:] = [[] for _ in range(n)]
+    seen = np.zeros(n, dtype=bool)
+    for line_no, row in enumerate(rows, 1):
+        ident = row.get(id_field)
+        if id_field == "key":
+            i = index_of.get(str(ident)) if ident is not None else None
+            if i is None:
+                raise DataFormatError(f"{path}: row {line_no}: key {ident!r} is not a sample of this dataset")
+        else:
+            try:
+                i = int(ident)
+            except (TypeError, ValueError):
+                raise DataFormatError(f"{path}: row {line_no}: invalid position {ident!r}") from None
+            if not 0 <= i < n:
+                raise DataFormatError(f"{path}: row {line_no}: position {i} outside [0, {n})")
+        if seen[i]:
+            raise DataFormatError(f"{path}: row {line_no}: sample {keys[i]!r} appears twice")
+        seen[i] = True
+        for f in score_fields:
+            columns[f][i] = _to_float(row.get(f))
+        if STYLES_COLUMN in fields:
+            styles[i] = _as_style_list(row.get(STYLES_COLUMN))
+    if not allow_missing and not seen.all():
+        missing = [keys[i] for i in np.flatnonzero(~seen)[:10]]
+        raise DataFormatError(
+            f"{path}: {int((~seen).sum())} sample(s) have no row, e.g. {missing} (pass allow_missing=True to "
+            "give them NaN scores)"
+        )
+    if STYLES_COLUMN in fields:
+        columns[STYLES_COLUMN] = styles
+    return columns
+
+
+__all__ = ["MMSSR", "load_user_scores", "mmssr_sample", "tie_break_ranks"]
