@@ -115,8 +115,12 @@ def encode(bundle: ModelBundle, rendered: list[Rendered], images: list[list[Imag
                 f"cannot locate answer tokens (template {bundle.template.name})"
             )
         for index, (begin, finish) in enumerate(encoding["offset_mapping"]):
-            if finish > begin and any(begin >= s and finish <= e for s, e in spans):
-                answer[row, index] = True
+            # Byte-level BPE glues the leading space to the first answer word: a token counts as
+            # an answer token when its overlap with an answer span holds more than whitespace.
+            for s, e in spans:
+                if begin < e and finish > s and expanded_text[max(begin, s) : min(finish, e)].strip():
+                    answer[row, index] = True
+                    break
     image = (input_ids == token_id) & attention
     if input_ids.shape[1] > max_length:
         kept_images = image[:, :max_length].sum(dim=1)

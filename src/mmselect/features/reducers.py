@@ -160,6 +160,7 @@ def answer_token_stats(hidden: torch.Tensor, batch: EncodedBatch, model, want: s
     if rows.numel() == 0:
         for name in want:
             result[name] = torch.full((batch_size,), float("nan"), device=hidden.device)
+        result["n_answer_tokens"] = torch.zeros(batch_size, device=hidden.device)
         return result
     logits = model.lm_head(hidden[rows, cols]).float()  # predictions made at position t-1
     targets = batch.inputs["input_ids"].to(hidden.device)[rows, cols + 1]

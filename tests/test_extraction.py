@@ -1,0 +1,93 @@
+"""Hook outputs against ``output_hidden_states`` and the model's own loss, on the tiny models."""
+
+import numpy as np
+import pytest
+import torch
+
+from mmselect.data import read_dataset
+from mmselect.features.encode import encode, load_image
+from mmselect.features.extract import decoder_layers, extract_features
+from mmselect.features.reducers import coincide_layers
+
+
+@pytest.fixture(scope="module")
+def samples(mini_data, mini_images):
+    ds = read_dataset(mini_data, image_root=mini_images)
+    picked = [s for s in ds.samples if s.n_images == 1][:3]
+    picked += [s for s in ds.samples if s.n_images == 0 and s.rounds > 1][:2]
+    picked += [s for s in ds.samples if s.n_images == 2][:1]
+    assert len(picked) == 6
+    return picked
+
+
+def _reference(bundle, samples):
+    """Hidden states and per-sample answer NLL from a plain forward with labels."""
+    rendered = [bundle.template.render([s]) for s in samples]
+    images = [[load_image(p) for p in r.image_paths] for r in rendered]
+    batch = encode(bundle, rendered, images, 2048)
+    with torch.no_grad():
+        out = bundle.model(**batch.inputs, output_hidden_states=True)
+    logits = out.logits[:, :-1].float()
+    targets = batch.inputs["input_ids"][:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    mask = batch.answer[:, 1:].float()
+    answer_nll = (nll * mask).sum(1) / mask.sum(1)
+    return batch, out.hidden_states, answer_nll.numpy()
+
+
+@pytest.mark.parametrize("which", ["tiny_llava", "tiny_qwen"])
+def test_hooks_match_hidden_states_and_loss(which, samples, request, tmp_path):
+    bundle = request.getfixturevalue(which)
+    names = ["last_token", "mean_embed", "visual_mean", "coincide", "answer_nll", "spectrum"]
+    fs, rejected = extract_features(samples, bundle, names, cache_dir=tmp_path, batch_size=4, progress=False)
+    assert rejected == [] and list(fs.keys) == [s.key for s in samples]
+    batch, hidden, answer_nll = _reference(bundle, samples)
+    n_layers = len(decoder_layers(bundle.model))
+    norm = bundle.model.model.language_model.norm
+    attention, image = batch.attention, batch.image
+    last = attention.long().cumsum(1).argmax(1)
+    for row in range(len(samples)):
+        # hidden_states[-1] is after the final norm: our pre-norm row, normed, must equal it.
+        ours = torch.from_numpy(fs.array("last_token")[row])
+        assert torch.allclose(norm(ours[None])[0], hidden[-1][row, last[row]], atol=1e-4)
+        # visual_mean reads block (L/8 - 1) = hidden_states[layer + 1], mean over image tokens.
+        layer = max(0, round(n_layers / 8) - 1)
+        if image[row].any():
+            expected = hidden[layer + 1][row][image[row]].mean(0)
+            assert np.allclose(fs.array("visual_mean")[row], expected.numpy(), atol=1e-5)
+        else:
+            assert not fs.array("visual_mean")[row].any()
+    assert np.allclose(fs.column("answer_nll"), answer_nll, atol=1e-4)
+    assert list(fs.column("n_tokens")) == attention.sum(1).tolist()
+    # COINCIDE embedding: unit norm for image samples (2 * layers halves of norm 1/sqrt(2L) each).
+    norms = np.linalg.norm(fs.array("coincide_embed"), axis=1)
+    has_image = fs.column("n_images") > 0
+    assert np.allclose(norms[has_image], 1.0, atol=1e-5)
+    assert fs.array("coincide_embed").shape[1] == 2 * len(coincide_layers(n_layers)) * hidden[0].shape[-1]
+    assert np.isfinite(fs.column("sve")).all() and (fs.column("sv_top_ratio") <= 1).all()
+
+
+def test_answer_mask_covers_exactly_the_answers(tiny_llava, samples):
+    for sample in samples:
+        rendered = tiny_llava.template.render([sample])
+        batch = encode(tiny_llava, [rendered], [[load_image(p) for p in rendered.image_paths]], 2048)
+        ids = batch.inputs["input_ids"][0][batch.answer[0]]
+        decoded = tiny_llava.tokenizer.decode(ids)
+        answers = "".join(t.text for t in sample.turns if t.role == "assistant")
+        assert decoded.replace(" ", "") == answers.replace(" ", "")
+        # Image tokens are where the processor put them, one run per image.
+        assert int(batch.image.sum()) == 16 * sample.n_images
+
+
+def test_coincide_layers_follow_the_official_ratio():
+    assert coincide_layers(24) == [3, 7, 11, 15, 19]
+    assert coincide_layers(32) == [4, 10, 15, 20, 26]  # (i + 1) * 32 / 24 - 1, rounded
+    assert coincide_layers(32, [1, 2]) == [1, 2]
+
+
+def test_truncation_rejects_only_samples_whose_image_does_not_fit(tiny_llava, samples, tmp_path):
+    fs, rejected = extract_features(samples, tiny_llava, ["answer_nll"], cache_dir=tmp_path, batch_size=6, max_length=70, progress=False)
+    reasons = {r["key"]: r["reason"] for r in rejected}
+    assert set(fs.keys) | set(reasons) == {s.key for s in samples}
+    assert fs.n and reasons and all(n <= 70 for n in fs.column("n_tokens"))
+    assert all("max_length=70" in reason for reason in reasons.values())
