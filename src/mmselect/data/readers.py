@@ -174,6 +174,9 @@ def _parse_record(
         raise RecordError(key, f"{placeholders} '<image>' placeholders but {len(images)} image(s)")
     resolved = []
     for relative in images:
+        if image_root is None and not check_images:
+            resolved.append(relative)  # selection only: images are not opened
+            continue
         path = resolve_image(image_root, relative, key)
         if check_images:
             check_image(path, relative, key, verify_images)
