@@ -91,3 +91,30 @@ def test_truncation_rejects_only_samples_whose_image_does_not_fit(tiny_llava, sa
     assert set(fs.keys) | set(reasons) == {s.key for s in samples}
     assert fs.n and reasons and all(n <= 70 for n in fs.column("n_tokens"))
     assert all("max_length=70" in reason for reason in reasons.values())
+
+
+def test_one_shot_stage_scores_the_query_after_its_demonstration(tiny_llava, samples, tmp_path):
+    from mmselect.methods.clipper import clipper_pairs
+
+    picked = samples[:4]
+    fs, _ = extract_features(picked, tiny_llava, ["clipper"], feature_params={"clipper": {"m": 1, "seed": 3}},
+                             cache_dir=tmp_path, batch_size=2, progress=False)
+    query_idx, demo_idx = clipper_pairs(4, [s.task for s in picked], m=1, pairing="random", seed=3)
+    gains: dict[int, list[float]] = {}
+    for q, d in zip(query_idx, demo_idx):
+        rendered = tiny_llava.template.render([picked[d], picked[q]], label=[False, True])
+        batch = encode(tiny_llava, [rendered], [[load_image(p) for p in rendered.image_paths]], 2048)
+        # Only the query's answers are scored; the demonstration's are context.
+        assert int(batch.answer.sum()) < int(encode(tiny_llava, [tiny_llava.template.render([picked[d], picked[q]])],
+                                                        [[load_image(p) for p in rendered.image_paths]], 2048).answer.sum())
+        with torch.no_grad():
+            logits = tiny_llava.model(**batch.inputs).logits[0, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits, batch.inputs["input_ids"][0, 1:], reduction="none")
+        expected = float(nll[batch.answer[0, 1:]].mean())
+        assert abs(fs.column("icl_answer_nll")[q] - expected) < 1e-4
+        gains.setdefault(int(d), []).append(fs.column("answer_nll")[q] - expected)
+    for d in range(4):
+        if d in gains:
+            assert abs(fs.column("demo_gain")[d] - np.mean(gains[d])) < 1e-4
+        else:
+            assert np.isnan(fs.column("demo_gain")[d])

@@ -67,6 +67,30 @@ def _module_for(layers, point) -> torch.nn.Module:
     raise ValueError(point)
 
 
+@dataclass
+class PairSample:
+    """A one-shot input: ``demo`` (a whole sample, not scored) followed by ``query`` (scored)."""
+
+    demo: Sample
+    query: Sample
+
+    @property
+    def key(self) -> str:
+        return f"{self.demo.key}>{self.query.key}"
+
+    @property
+    def position(self) -> int:
+        return self.query.position
+
+    @property
+    def text_chars(self) -> int:
+        return self.demo.text_chars + self.query.text_chars
+
+    @property
+    def n_images(self) -> int:
+        return self.demo.n_images + self.query.n_images
+
+
 class Extractor:
     """Runs the model over samples and collects the requested features."""
 
@@ -106,6 +130,8 @@ class Extractor:
     # --- one view = one forward kind ----------------------------------------------------------
     def _render(self, sample: Sample, view: str) -> Rendered:
         template = self.bundle.template
+        if isinstance(sample, PairSample):
+            return template.render([sample.demo, sample.query], label=[False, True])
         if view == "answer_only":
             return template.render([sample], include_user=False, include_images=False)
         return template.render([sample])
@@ -312,14 +338,21 @@ def extract_features(
     rejected samples left out) and the rejected samples with reasons."""
     from ..runners import LocalRunner
 
+    feature_names = list(dict.fromkeys(feature_names))
+    pair_feature = None
+    if "clipper" in feature_names:
+        # The one-shot stage needs the zero-shot NLL of every query: one more feature of the main pass.
+        pair_feature = make_features(["clipper"], feature_params)[0]
+        feature_names = [n for n in feature_names if n != "clipper"]
+        if "answer_nll" not in feature_names:
+            feature_names.append("answer_nll")
     features = make_features(feature_names, feature_params)
     extractor = Extractor(bundle, features, batch_size=batch_size, max_length=max_length, array_dtype=array_dtype)
     store = ShardStore(Path(cache_dir) / extractor.spec_hash())
     (store.directory / "spec.json").write_text(json.dumps(extractor.spec(), indent=2, sort_keys=True, default=str))
-    shards = plan_shards(samples, shard_size)
     runner = runner or LocalRunner()
     outputs = runner.run_shards(
-        shards,
+        plan_shards(samples, shard_size),
         name_of=_shard_name,
         store=store,
         work=lambda shard, advance: extract_shard(extractor, shard, advance),
@@ -356,6 +389,12 @@ def extract_features(
         else:
             columns[name] = values.astype(np.float64)
     manifest = {"extraction": extractor.spec(), "cache": str(store.directory), "n_rejected": len(rejected)}
+    if pair_feature is not None:
+        columns.update(
+            _one_shot_stage(kept, columns["answer_nll"], bundle, pair_feature, extractor, Path(cache_dir), runner,
+                            shard_size, progress)
+        )
+        manifest["clipper"] = pair_feature.params
     return FeatureSet(columns, arrays, manifest), rejected
 
 
@@ -366,3 +405,36 @@ def feature_names_for(methods: Iterable) -> list[str]:
             if name not in names:
                 names.append(name)
     return names
+
+
+def _one_shot_stage(samples, zero_shot_nll, bundle, pair_feature, main, cache_dir, runner, shard_size, progress):
+    """CLIPPER's second stage: answer NLL of each query with one demonstration in front
+    (an interpretation of the paper, see docs/methods/clipper.md)."""
+    from ..methods.clipper import aggregate_pairs, clipper_pairs
+    from .reducers import make_features
+
+    params = {"m": 4, "pairing": "random", "seed": 0, **pair_feature.params}
+    query_idx, demo_idx = clipper_pairs(
+        len(samples), [s.task for s in samples], m=int(params["m"]), pairing=params["pairing"], seed=int(params["seed"])
+    )
+    pairs = [PairSample(samples[d], samples[q]) for q, d in zip(query_idx, demo_idx)]
+    scorer = make_features(["answer_nll"])[0]
+    extractor = Extractor(bundle, [scorer], batch_size=main.batch_size, max_length=main.max_length)
+    spec = {"main": main.spec_hash(), "clipper": params, "keys": hashlib.sha1("".join(s.key for s in samples).encode()).hexdigest()}
+    store = ShardStore(cache_dir / ("pairs-" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]))
+    outputs = runner.run_shards(
+        plan_shards(pairs, shard_size),
+        name_of=_shard_name,
+        store=store,
+        work=lambda shard, advance: extract_shard(extractor, shard, advance),
+        progress=progress,
+        total=len(pairs),
+        description=f"one-shot pairs (m={params['m']})",
+    )
+    one_shot = {}
+    for output in outputs:
+        if output.keys:
+            one_shot.update(zip(output.keys, output.values["answer_nll"].tolist()))
+    one_shot_nll = np.array([one_shot.get(p.key, np.nan) for p in pairs], dtype=float)
+    icl_answer_nll, demo_gain = aggregate_pairs(len(samples), query_idx, demo_idx, np.asarray(zero_shot_nll, float), one_shot_nll)
+    return {"icl_answer_nll": icl_answer_nll, "demo_gain": demo_gain}

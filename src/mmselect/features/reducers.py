@@ -217,6 +217,7 @@ FEATURES: dict[str, Callable[..., FeatureDef]] = {
     "answer_nll": _make(AnswerNLL, "answer_nll", "mean NLL of the answer tokens (perplexity = exp)", columns=["answer_nll"], needs_answers=True),
     "el2n": _make(EL2N, "el2n", "mean L2 norm of softmax - onehot over answer tokens", columns=["el2n"], needs_answers=True),
     "aum": _make(AUM, "aum", "mean margin p(target) - max other p over answer tokens", columns=["aum"], needs_answers=True),
+    "clipper": _make(AnswerNLL, "clipper", "one-shot answer NLL with m demonstrations per query (CLIPPER; params m, pairing, seed)", columns=["icl_answer_nll", "demo_gain"], needs_answers=True, view="pairs"),
     "ifd": _make(AnswerOnlyNLL, "ifd", "mean NLL of the answer tokens without the instruction (for IFD)", columns=["answer_nll_noinstr"], needs_answers=True, view="answer_only"),
 }
 
