@@ -1,5 +1,6 @@
 """An interrupted extraction resumes from its finished shards and ends identical to a clean run."""
 
+import json
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ def _extract_cmd(out: Path, data: Path, images: Path) -> list[str]:
     return [
         sys.executable, "-m", "mmselect.cli", "extract", str(data), "--image-root", str(images),
         "--model", "tiny-llava", "--features", "last_token,answer_nll,spectrum", "--out", str(out),
-        "--shard-size", "16", "--batch-size", "4", "--no-progress",
+        "--shard-size", "8", "--batch-size", "4", "--no-progress",
     ]
 
 
@@ -31,6 +32,9 @@ def _assert_same(a: FeatureSet, b: FeatureSet) -> None:
 
 def test_kill_9_then_rerun_skips_finished_shards(tmp_path, mini_data, mini_images, _tiny_model_cache):
     env = dict(os.environ, MMSELECT_CACHE=str(_tiny_model_cache), HF_HUB_OFFLINE="1")
+    records = json.loads(mini_data.read_text())[:120]
+    mini_data = tmp_path / "data.json"
+    mini_data.write_text(json.dumps(records, indent=1))
     clean, interrupted = tmp_path / "clean", tmp_path / "interrupted"
     subprocess.run(_extract_cmd(clean, mini_data, mini_images), check=True, env=env, cwd=REPO, capture_output=True)
 
