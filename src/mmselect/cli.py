@@ -139,6 +139,10 @@ def extract(
     array_dtype: str = typer.Option("float32", "--array-dtype", help="float32 or float16 for the .npy arrays."),
     layers: Optional[str] = typer.Option(None, "--coincide-layers", help="Decoder layers for `coincide` (default: official layers, scaled to the depth)."),
     visual_layer: Optional[int] = typer.Option(None, "--visual-layer", help="Decoder layer for `visual_mean` (default: 1/8 of the depth)."),
+    clip_model: str = typer.Option("openai/clip-vit-large-patch14", "--clip-model", help="CLIP checkpoint for `clip_score` (tiny-clip: offline test model)."),
+    scorer_model: Optional[str] = typer.Option(None, "--scorer-model", help="Scorer for `mmssr-scores` (default: --model). Released: mengyaolyu/mmssr-7b-scorer."),
+    styler_model: Optional[str] = typer.Option(None, "--styler-model", help="Styler for `mmssr-scores` (default: the scorer). Released: mengyaolyu/mmssr-7b-styler."),
+    capabilities: Optional[str] = typer.Option(None, "--capabilities", help="Comma-separated mmSSR capabilities (default: all 14)."),
     revision: Optional[str] = typer.Option(None, "--revision"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -146,8 +150,9 @@ def extract(
     """Run the model once over DATA and write a features directory.
 
     Extract options: tokens, last_token, mean_embed, spectrum (DataTailor), visual_mean (PRISM),
-    coincide (COINCIDE), answer_nll (perplexity), el2n, aum, ifd. Rerunning the same command
-    after an interruption resumes from the finished shards.
+    coincide (COINCIDE), answer_nll (perplexity), el2n, aum, ifd, clipper (one-shot pairs),
+    clip_score (CLIP model), mmssr-scores (scorer/styler generations). Rerunning the same
+    command after an interruption resumes from the finished shards.
     """
     from . import pipeline
 
@@ -166,7 +171,8 @@ def extract(
             task_field=task_field, strict=strict, device=device, dtype=dtype, batch_size=batch_size,
             shard_size=shard_size, max_length=max_length, array_dtype=array_dtype,
             feature_params=feature_params, revision=revision, trust_remote_code=trust_remote_code,
-            progress=progress,
+            progress=progress, clip_model=clip_model, scorer_model=scorer_model, styler_model=styler_model,
+            capabilities=_split(capabilities) or None,
         )
     except MMSelectError as err:
         _fail(err)

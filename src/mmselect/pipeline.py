@@ -54,11 +54,17 @@ def extract(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     dataset: Dataset | None = None,
+    clip_model: str = "openai/clip-vit-large-patch14",
+    scorer_model: str | None = None,
+    styler_model: str | None = None,
+    capabilities: list[str] | None = None,
 ) -> FeatureSet:
     """Read ``data``, run the model once, write a features directory to ``out``.
 
     ``features`` are extract options (see ``mmselect extract --help``); ``methods`` adds the
-    options those methods need, so several methods share one pass.
+    options those methods need, so several methods share one pass. ``clip_score`` uses
+    ``clip_model``; ``mmssr-scores`` generates with ``scorer_model``/``styler_model`` (default: the
+    extraction model itself).
     """
     from .features.extract import extract_features
     from .features.reducers import FEATURES
@@ -69,7 +75,10 @@ def extract(
         for name in get_method(method_name).extract_features():
             if name not in names:
                 names.append(name)
-    names = [n for n in names if n in FEATURES or _raise_unknown_feature(n)]
+    from .features.auxiliary import AUXILIARY_FEATURES
+
+    names = [n for n in names if n in FEATURES or n in AUXILIARY_FEATURES or _raise_unknown_feature(n)]
+    auxiliary = [n for n in names if n in AUXILIARY_FEATURES]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -79,7 +88,7 @@ def extract(
     featureset, extraction_rejects = extract_features(
         dataset.samples,
         bundle,
-        names,
+        [n for n in names if n not in auxiliary],
         feature_params=feature_params,
         cache_dir=cache_dir or out / "cache",
         batch_size=batch_size,
@@ -92,6 +101,31 @@ def extract(
         first = extraction_rejects[0]
         raise MMSelectError(f"record {first['key']}: {first['reason']} ({dataset.path})")
     by_key = dataset.by_key()
+    kept = [by_key[k] for k in featureset.keys]
+    auxiliary_info: dict[str, Any] = {}
+    if "clip_score" in auxiliary:
+        from .features.auxiliary import clip_score_columns
+
+        columns, info = clip_score_columns(
+            kept, clip_model=clip_model, cache_dir=cache_dir or out / "cache", device=device, progress=progress
+        )
+        featureset = featureset.with_columns(**columns)
+        auxiliary_info.update(info)
+    if "mmssr-scores" in auxiliary:
+        from .features.auxiliary import mmssr_score_columns
+
+        scorer = bundle if not scorer_model else load_model(
+            scorer_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+        styler = None if not styler_model else load_model(
+            styler_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+        columns, info = mmssr_score_columns(
+            kept, scorer=scorer, styler=styler, cache_dir=cache_dir or out / "cache", capabilities=capabilities,
+            batch_size=batch_size, shard_size=shard_size, progress=progress,
+        )
+        featureset = featureset.with_columns(**columns)
+        auxiliary_info.update(info)
     rejected = _data_rejects(dataset) + [
         {"key": r["key"], "position": by_key[r["key"]].position, "id": by_key[r["key"]].id, "reason": r["reason"], "stage": "extract"}
         for r in extraction_rejects
@@ -111,6 +145,7 @@ def extract(
                 "extracted": featureset.n,
             },
             "seconds": round(time.time() - started, 3),
+            **auxiliary_info,
         }
     )
     featureset.save(out)
@@ -248,6 +283,8 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
     selector = get_method(method, **(params or {}))
+    if method == "mmssr" and (params or {}).get("capabilities"):
+        extract_options.setdefault("capabilities", params["capabilities"])  # score only what is sampled
     feature_dir = Path(features_dir) if features_dir else out / "features"
     featureset = extract(
         data,

@@ -410,7 +410,7 @@ def feature_names_for(methods: Iterable) -> list[str]:
 def _one_shot_stage(samples, zero_shot_nll, bundle, pair_feature, main, cache_dir, runner, shard_size, progress):
     """CLIPPER's second stage: answer NLL of each query with one demonstration in front
     (an interpretation of the paper, see docs/methods/clipper.md)."""
-    from ..methods.clipper import aggregate_pairs, clipper_pairs
+    from .pairs import aggregate_pairs, clipper_pairs
     from .reducers import make_features
 
     params = {"m": 4, "pairing": "random", "seed": 0, **pair_feature.params}

@@ -238,6 +238,10 @@ class FeatureSet:
 
 
 def _as_column(values) -> np.ndarray:
+    if isinstance(values, (list, tuple)) and values and isinstance(values[0], (list, tuple)):
+        column = np.empty(len(values), dtype=object)  # one list per sample (e.g. mmSSR styles)
+        column[:] = [list(v) for v in values]
+        return column
     array = np.asarray(values)
     if array.dtype.kind in "US":
         return array.astype(object)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers.processing_utils import ProcessorMixin
 
-TINY_VERSION = "1"  # bump when the recipe changes, so cached copies are rebuilt
+TINY_VERSION = "2"  # bump when the recipe changes, so cached copies are rebuilt
 
 _CORPUS = [
     "USER: what is in the picture? ASSISTANT: a cat on a red mat.",
@@ -23,6 +23,25 @@ _CORPUS = [
     "helpful, detailed, and polite answers to the human's questions.",
     "You are a helpful assistant. system user assistant 0 1 2 3 4 5 6 7 8 9 red green blue yellow",
 ]
+
+
+# Jinja chat templates for generation (message content: a string or a list of image/text parts).
+_CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ image_text }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_VICUNA_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{% set prefix = '' %}"
+    "{% elif message['role'] == 'user' %}{% set prefix = 'USER: ' %}{% else %}{% set prefix = 'ASSISTANT: ' %}{% endif %}"
+    "{{ prefix }}{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "{% if message['role'] == 'assistant' %}</s>{% else %} {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
 
 
 def _tokenizer(special_tokens: list[str]):
@@ -89,6 +108,7 @@ def _build_tiny_llava(directory: Path) -> None:
         patch_size=8,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
+        chat_template=_VICUNA_TEMPLATE,
     )
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
@@ -128,7 +148,9 @@ def _build_tiny_qwen2_vl(directory: Path) -> None:
         )
     )
     processor = image_only_qwen2_vl_processor()(
-        Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer
+        Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112),
+        tokenizer,
+        chat_template=_CHATML_TEMPLATE.replace("{{ image_text }}", "<|vision_start|><|image_pad|><|vision_end|>"),
     )
     config = Qwen2VLConfig(
         text_config=dict(

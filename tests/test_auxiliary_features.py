@@ -1,0 +1,52 @@
+"""Features from a second model (CLIP score, mmSSR generations) through the pipeline, offline."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mmselect import pipeline
+from mmselect.features.store import FeatureSet
+
+
+@pytest.fixture
+def small_data(tmp_path, mini_data):
+    records = json.loads(mini_data.read_text())
+    picked = [r for r in records if "image" in r][:8] + [r for r in records if "image" not in r][:4]
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(picked))
+    return path
+
+
+def test_clip_score_extraction_and_selection(tmp_path, small_data, mini_images):
+    from mmselect.features.clip_score import clip_scores
+    from mmselect.features.encode import load_image
+    from mmselect.models.tiny_clip import build_tiny_clip
+
+    feats = pipeline.extract(small_data, out=tmp_path / "f", model="tiny-llava", features=["clip_score"],
+                             image_root=mini_images, clip_model="tiny-clip", progress=False)
+    scores = feats.column("clip_score")
+    has_image = feats.column("n_images") > 0
+    assert np.isnan(scores[~has_image]).all() and np.isfinite(scores[has_image]).all()
+    # Same values as scoring the first record directly with the same tiny CLIP.
+    from mmselect.data import read_dataset
+
+    first = read_dataset(small_data, image_root=mini_images).samples[0]
+    model, processor = build_tiny_clip()
+    question = " ".join(t.text.replace("<image>", "").strip() for t in first.turns if t.role == "user")
+    direct = clip_scores(model, processor, [[load_image(p) for p in first.image_paths]], [question])
+    assert abs(direct[0] - scores[0]) < 1e-6
+    result = pipeline.select(FeatureSet.load(tmp_path / "f"), method="clip-score", budget=3, out=tmp_path / "o")
+    assert result.n_selected == 3 and has_image[result.selected].all()
+
+
+def test_mmssr_run_generates_scores_and_meets_the_budget(tmp_path, small_data, mini_images):
+    out = tmp_path / "out"
+    result = pipeline.run(small_data, method="mmssr", budget=5, out=out, model="tiny-qwen2-vl",
+                          params={"capabilities": ["ocr", "spatial"]}, image_root=mini_images, progress=False)
+    assert result.n_selected == 5
+    feats = FeatureSet.load(out / "features")
+    assert {"score_ocr", "score_spatial", "styles"} <= set(feats.column_names)
+    manifest = json.loads((out / "features" / "manifest.json").read_text())
+    # A random model's replies are not scores: every one is counted as unparsable, none crashes the run.
+    assert manifest["mmssr"]["unparsable_scores_total"] == 2 * feats.n
