@@ -3,7 +3,7 @@ mirrors the perplexity histogram, ranked inside each bin by in-context-learning 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -27,6 +27,7 @@ import logging
 import math
 import mmap
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,11 @@ LLAVA665K_N = sum(LLAVA665K_BLOCK_SIZES)  # 665,298
 # exp(1) is what the cluster's similarity with itself would give. Constant within the task, so it
 # changes no ranking.
 SINGLE_CLUSTER_TAU = math.e
+
+# Approximate route: k-means iterations of the micro-clustering, rows sampled to fit the PCA.
+KMEANS_ITERATIONS = 10
+KMEANS_POINTS_PER_CENTROID = 8  # k-means is fitted on at most 8 x micro-clusters rows, then assigns all
+PCA_SAMPLE = 10000
 
 
 class DataTailor(SelectionMethod):
@@ -137,7 +143,7 @@ class DataTailor(SelectionMethod):
         approx_ward_points: int = 16384,
         approx_dim: int | None = 128,
         kmeans_backend: str = "auto",
-        uniqueness_max_refs: int = 4096,
+        uniqueness_max_refs: int = 2048,
         block_rows: int = 4096,
         seed: int = 0,
     ):
@@ -233,7 +239,6 @@ class DataTailor(SelectionMethod):
         budgets, budget_info = split_budget(k, sizes, weights, fill=self.fill, rate_clamp=lo_hi)
 
         reader = RowReader(features.array("last_token"), keys=features.keys, block_rows=int(self.block_rows))
-        rng = np.random.default_rng(self.seed)
         labels = np.zeros(n, dtype=np.int64)
         uniq = np.full(n, np.nan)
         rep = np.full(n, np.nan)
@@ -243,11 +248,14 @@ class DataTailor(SelectionMethod):
         task_info: list[dict[str, Any]] = []
         next_label = 1
         for t, (name, rows) in enumerate(tasks):
+            # Random streams per task, keyed by its name: one for the approximate route, one for
+            # the reference sampling of the uniqueness (so each is independent of the other).
+            key = zlib.crc32(name.encode())
             started = time.perf_counter()
             x = reader.read(rows)
             _log_stage(name, "read", started, n=len(rows))
             started = time.perf_counter()
-            local, route = self.cluster(x, rng=rng)
+            local, route = self.cluster(x, rng=np.random.default_rng([int(self.seed), key, 0]))
             _log_stage(name, "cluster", started, n=len(rows), route=route["route"])
             n_clusters = int(local.max()) + 1 if len(local) else 0
             labels[rows] = local + next_label
@@ -256,7 +264,7 @@ class DataTailor(SelectionMethod):
             started = time.perf_counter()
             u, means, stats = cluster_uniqueness(
                 x, local, v, mode=self.uniqueness, max_refs=int(self.uniqueness_max_refs),
-                rng=rng, block_rows=int(self.block_rows), singleton=self.singleton_uniqueness,
+                rng=np.random.default_rng([int(self.seed), key, 1]), block_rows=int(self.block_rows), singleton=self.singleton_uniqueness,
             )
             _log_stage(name, "uniqueness", started, n=len(rows))
             started = time.perf_counter()
@@ -293,8 +301,8 @@ class DataTailor(SelectionMethod):
             "fill": self.fill,
             "budget_requested": int(k),
             "budget_selected": int(selected.sum()),
-            "capped_tasks": budget_info["capped_tasks"],
-            "raised_tasks": budget_info["raised_tasks"],
+            "capped_tasks": [tasks[t][0] for t in budget_info["capped_tasks"]],
+            "raised_tasks": [tasks[t][0] for t in budget_info["raised_tasks"]],
             "redistributed": budget_info["redistributed"],
             "single_cluster_tasks": [ti["task"] for ti in task_info if ti["clusters"] == 1],
             "singleton_clusters": int(sum(ti["singleton_clusters"] for ti in task_info)),
@@ -408,8 +416,9 @@ def split_budget(
             if not progressed:  # pragma: no cover - excluded by the feasibility check above
                 raise BudgetError("cannot place the whole budget within the task caps")
         shortfall = 0
-    capped = [int(t) for t in np.flatnonzero(fixed & (share >= upper - 1e-9) & (raw > upper + 1e-9))]
-    raised = [int(t) for t in np.flatnonzero(fixed & (raw < lower - 1e-9))]
+    at_upper = fixed & (share >= upper - 1e-9)
+    capped = [int(t) for t in np.flatnonzero(at_upper)]
+    raised = [int(t) for t in np.flatnonzero(fixed & ~at_upper & (share <= lower + 1e-9))]
     info = {
         "tasks": [
             {
@@ -606,7 +615,7 @@ def ward_labels_exact(
     return labels, {"root_height": root, "threshold": threshold}
 
 
-def _kmeans(points: np.ndarray, k: int, backend: str, seed: int) -> np.ndarray:
+def _kmeans(points: np.ndarray, k: int, backend: str, seed: int) -> tuple[np.ndarray, str]:
     """Micro-cluster assignment of ``points`` (float32) into at most ``k`` clusters."""
     faiss = None
     if backend in ("auto", "faiss"):
@@ -618,28 +627,42 @@ def _kmeans(points: np.ndarray, k: int, backend: str, seed: int) -> np.ndarray:
     points = np.ascontiguousarray(points, dtype=np.float32)
     if faiss is not None:
         km = faiss.Kmeans(
-            points.shape[1], k, niter=20, seed=seed, verbose=False,
-            min_points_per_centroid=1, max_points_per_centroid=1 << 30,
+            points.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed, verbose=False,
+            min_points_per_centroid=1, max_points_per_centroid=KMEANS_POINTS_PER_CENTROID,
         )
         km.train(points)
         _, assign = km.index.search(points, 1)
         return assign[:, 0].astype(np.int64), "faiss"
     from sklearn.cluster import MiniBatchKMeans
 
-    km = MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=max(4096, 2 * k), n_init=1, max_iter=50)
+    km = MiniBatchKMeans(
+        n_clusters=k, random_state=seed, batch_size=max(4096, 2 * k), n_init=1, max_iter=5 * KMEANS_ITERATIONS
+    )
     return km.fit_predict(points).astype(np.int64), "sklearn"
 
 
 def _pca_project(x: np.ndarray, dim: int, seed: int, block_rows: int) -> np.ndarray:
-    from sklearn.utils.extmath import randomized_svd
+    """Project the centred rows of ``x`` on their top ``dim`` principal axes.
 
+    The axes come from a randomized range finder (Gaussian sketch, two power iterations with
+    re-orthonormalisation) on ``PCA_SAMPLE`` sampled rows, then an SVD of the small projected
+    matrix; only the micro-clustering uses this projection.
+    """
     n, d = x.shape
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, 20000), replace=False))
+    sample = np.sort(rng.choice(n, size=min(n, PCA_SAMPLE), replace=False))
     mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
     xs = x[sample] - mean
-    _, _, vt = randomized_svd(xs, n_components=dim, random_state=seed)
-    basis = np.ascontiguousarray(vt.T, dtype=np.float32)
+    dim = min(dim, len(sample), d)
+    width = min(dim + 16, len(sample), d)
+    q, _ = np.linalg.qr(xs @ rng.standard_normal((d, width)).astype(np.float32))
+    for _ in range(2):
+        q, _ = np.linalg.qr(xs @ (xs.T @ q))
+    b = q.T @ xs  # (width, d): the sample in the sketched basis
+    values, vectors = np.linalg.eigh(b.astype(np.float64) @ b.T.astype(np.float64))
+    top = np.argsort(values)[::-1][:dim]
+    axes = (vectors[:, top].T @ b) / np.sqrt(np.maximum(values[top], 1e-30))[:, None]
+    basis = np.ascontiguousarray(axes.T, dtype=np.float32)
     out = np.empty((n, dim), dtype=np.float32)
     for a in range(0, n, block_rows):
         out[a : a + block_rows] = (x[a : a + block_rows] - mean) @ basis
@@ -661,11 +684,12 @@ def ward_labels_approx(
     """Approximate Ward for large tasks: Ward on k-means micro-clusters, weighted by their sizes.
 
     1. k-means (faiss, else scikit-learn) splits the task into ``micro_clusters`` micro-clusters,
-       in a ``dim``-dimensional PCA projection (fitted on a 20,000-row sample).
+       in a ``dim``-dimensional PCA projection (fitted on a 10,000-row sample); 10 iterations,
+       fitted on at most 8 rows per micro-cluster, then every row is assigned to its nearest centroid.
     2. Each micro-cluster's centroid is the exact mean of its members' full features.
     3. Weighted Ward on the centroids. No library takes weights, so each centroid is repeated
-       ``r_c = max(1, round(w_c / s))`` times, with ``s = n / (ward_points - m)`` so at most
-       ``ward_points`` points. Ward merges the copies first at height 0; from there on it runs
+       ``r_c = max(1, round(w_c / s))`` times, with the smallest unit ``s`` that keeps the total
+       within ``ward_points`` points. Ward merges the copies first at height 0; from there on it runs
        exactly as Ward started from the micro-clusters with weights ``s r_c ~ w_c`` (all heights
        scaled by ``1/sqrt(s)``, which the relative cut ignores).
     4. The dendrogram is cut like the exact one and each sample takes its micro-cluster's label.
@@ -678,26 +702,37 @@ def ward_labels_approx(
     work = x if dim is None or dim >= d else _pca_project(x, int(dim), seed, block_rows)
     assign, used_backend = _kmeans(work, m, backend, seed)
     del work
-    micro_ids, assign = np.unique(assign, return_inverse=True)
-    m = len(micro_ids)
-    weights = np.bincount(assign, minlength=m).astype(np.float64)
-    # Exact full-dimension centroids: one-hot (m x b) @ block, accumulated in float64.
-    from scipy import sparse
-
-    sums = np.zeros((m, d), dtype=np.float64)
-    for a in range(0, n, block_rows):
-        part = assign[a : a + block_rows]
-        onehot = sparse.csr_matrix(
-            (np.ones(len(part), dtype=np.float32), (part, np.arange(len(part)))), shape=(m, len(part))
-        )
-        sums += onehot @ x[a : a + block_rows]
+    _, assign = np.unique(assign, return_inverse=True)
+    weights = np.bincount(assign).astype(np.float64)
+    sums = _group_sums(x, assign, len(weights), block_rows)
+    scale = _replica_scale(weights, ward_points)
+    # A micro-cluster lighter than half a weight unit would round to no copy; a single copy would
+    # overweight it (up to s times), so such micro-clusters (typically isolated outliers) are
+    # dissolved and their rows join the nearest remaining centroid (full features).
+    small = np.rint(weights / scale) < 1
+    moved = np.flatnonzero(small[assign])
+    if small.any() and not small.all():
+        kept = np.flatnonzero(~small)
+        centroids = sums[kept] / weights[kept, None]
+        c_sq = np.einsum("ij,ij->i", centroids, centroids)
+        for a in range(0, len(moved), block_rows):
+            rows = moved[a : a + block_rows]
+            block = x[rows].astype(np.float64)
+            nearest = np.argmin(c_sq[None, :] - 2.0 * block @ centroids.T, axis=1)
+            assign[rows] = kept[nearest]
+        _, assign = np.unique(assign, return_inverse=True)
+        weights = np.bincount(assign).astype(np.float64)
+        sums = _group_sums(x, assign, len(weights), block_rows)
+        scale = _replica_scale(weights, ward_points)
+    else:
+        moved = moved[:0]
+    m = len(weights)
     centroids = sums / weights[:, None]
     del sums
-    scale = n / max(ward_points - m, 1)
     reps = np.maximum(1, np.rint(weights / scale)).astype(np.int64)
     if m == 1:
         return np.zeros(n, dtype=np.int64), {
-            "micro_clusters": 1, "ward_points": 1, "weight_scale": float(scale),
+            "micro_clusters": 1, "dissolved_samples": int(len(moved)), "ward_points": 1, "weight_scale": float(scale),
             "weight_error_mean": 0.0, "kmeans_backend": used_backend, "pca_dim": dim,
             "root_height": 0.0, "threshold": 0.0,
         }
@@ -719,6 +754,7 @@ def ward_labels_approx(
     error = np.abs(reps * scale - weights) / weights
     return micro_labels[assign].astype(np.int64), {
         "micro_clusters": int(m),
+        "dissolved_samples": int(len(moved)),
         "ward_points": int(total),
         "weight_scale": float(scale),
         "weight_error_mean": float(np.average(error, weights=weights)),
@@ -727,6 +763,37 @@ def ward_labels_approx(
         "root_height": root,
         "threshold": threshold,
     }
+
+
+def _group_sums(x: np.ndarray, assign: np.ndarray, m: int, block_rows: int) -> np.ndarray:
+    """Per-group sums of the rows of ``x`` (float64): one-hot (m x b) @ block, block by block."""
+    from scipy import sparse
+
+    sums = np.zeros((m, x.shape[1]), dtype=np.float64)
+    for a in range(0, len(x), block_rows):
+        part = assign[a : a + block_rows]
+        onehot = sparse.csr_matrix(
+            (np.ones(len(part), dtype=np.float32), (part, np.arange(len(part)))), shape=(m, len(part))
+        )
+        sums += onehot @ x[a : a + block_rows]
+    return sums
+
+
+def _replica_scale(weights: np.ndarray, budget: int) -> float:
+    """Smallest weight unit ``s`` (to 0.1 %) with ``sum(max(1, round(w / s))) <= budget``."""
+    def count(s):
+        return int(np.maximum(1, np.rint(weights / s)).sum())
+
+    hi = weights.sum() / max(budget - len(weights), 1)  # always feasible: sum <= n/hi + m = budget
+    lo = hi / 64
+    if count(lo) <= budget:
+        return float(lo)
+    for _ in range(60):
+        if hi / lo < 1.001:
+            break
+        mid = (lo * hi) ** 0.5
+        lo, hi = (lo, mid) if count(mid) <= budget else (mid, hi)
+    return float(hi)
 
 
 def _square_distances(points: np.ndarray) -> np.ndarray:
@@ -753,7 +820,7 @@ def cluster_uniqueness(
     informativeness: np.ndarray,
     *,
     mode: str = "official",
-    max_refs: int = 4096,
+    max_refs: int = 2048,
     rng: np.random.Generator | None = None,
     block_rows: int = 4096,
     singleton: str = "nan",
@@ -796,9 +863,10 @@ def cluster_uniqueness(
                 stats["sampled_clusters"] += 1
             else:
                 refs = np.arange(size)
-            ref_x = (x[members[refs]] - mean).astype(np.float32)
-            ref_sq = np.einsum("ij,ij->i", ref_x, ref_x, dtype=np.float64)
-            ref_v = v[members[refs]]
+            mean32 = mean.astype(np.float32)
+            ref_x = x[members[refs]] - mean32
+            ref_sq = np.einsum("ij,ij->i", ref_x, ref_x)
+            ref_v = v[members[refs]].astype(np.float32)
             ref_pos = np.full(size, -1, dtype=np.int64)
             ref_pos[refs] = np.arange(len(refs))
             scale = size / len(refs)
@@ -806,9 +874,9 @@ def cluster_uniqueness(
             total = 0.0
             for a in range(0, size, block_rows):
                 b = min(size, a + block_rows)
-                blk = (x[members[a:b]] - mean).astype(np.float32)
-                blk_sq = np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
-                d2 = (blk @ ref_x.T).astype(np.float64)
+                blk = x[members[a:b]] - mean32
+                blk_sq = np.einsum("ij,ij->i", blk, blk)
+                d2 = blk @ ref_x.T
                 d2 *= -2.0
                 d2 += blk_sq[:, None]
                 d2 += ref_sq[None, :]
@@ -816,8 +884,8 @@ def cluster_uniqueness(
                 np.sqrt(d2, out=d2)
                 self_rows = np.flatnonzero(ref_pos[a:b] >= 0)
                 d2[self_rows, ref_pos[a:b][self_rows]] = 0.0
-                sums[a:b] = scale * (d2 @ ref_v)
-                total += scale * d2.sum()
+                sums[a:b] = scale * (d2 @ ref_v).astype(np.float64)
+                total += scale * float(d2.sum(dtype=np.float64))
         if mode == "official":
             mean_distance = total / size
             if mean_distance > 0:
