@@ -53,6 +53,7 @@ SINGLE_CLUSTER_TAU = math.e
 KMEANS_ITERATIONS = 10
 KMEANS_POINTS_PER_CENTROID = 8  # k-means is fitted on at most 8 x micro-clusters rows, then assigns all
 PCA_SAMPLE = 10000
+DISSOLVE_LIGHT_MICRO_CLUSTERS = True
 
 
 class DataTailor(SelectionMethod):
@@ -711,7 +712,7 @@ def ward_labels_approx(
     # dissolved and their rows join the nearest remaining centroid (full features).
     small = np.rint(weights / scale) < 1
     moved = np.flatnonzero(small[assign])
-    if small.any() and not small.all():
+    if DISSOLVE_LIGHT_MICRO_CLUSTERS and small.any() and not small.all():
         kept = np.flatnonzero(~small)
         centroids = sums[kept] / weights[kept, None]
         c_sq = np.einsum("ij,ij->i", centroids, centroids)

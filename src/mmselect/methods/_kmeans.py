@@ -1,0 +1,410 @@
+"""Spherical k-means over (possibly memory-mapped) row matrices, and the row streaming it needs.
+
+Shared by the clustering-based methods (COINCIDE, SemDeDup, ...). The public entry point is
+:func:`spherical_kmeans`. :func:`read_rows`, :func:`gather_rows` and :func:`iter_row_blocks` read
+rows of a memory-mapped ``.npy`` with ``pread`` (the data pass through the page cache but are
+never mapped into the process, so a 27 GB float16 embedding streamed block by block does not
+grow the resident set); :func:`release_pages` drops the mapped pages of arrays read directly.
+
+Backends: faiss (``faiss.Kmeans(spherical=True)``, with ``max_points_per_centroid`` set so large
+that faiss never subsamples behind the caller's back) when it is importable, scikit-learn
+``KMeans`` on L2-normalised rows otherwise (its centroids are re-normalised afterwards). Both
+are seeded; the backend and its version are reported in ``info``.
+
+Two optional reductions make very large inputs tractable; both are off unless asked for and
+both are reported in ``info``:
+
+* ``reduce_dim``: rows are projected on the top right-singular vectors of a seeded sample of
+  rows (an uncentred truncated SVD, so inner products are what is approximated), re-normalised,
+  and k-means runs in that space. Centroids are then recomputed in the original space as the
+  normalised mean of each cluster's members (one more streamed pass).
+* ``max_points_per_centroid``: train on a seeded sample of ``max_points_per_centroid * K`` rows,
+  then assign every row to its nearest centroid in blocks.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+
+Transform = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+# faiss.Kmeans subsamples to max_points_per_centroid * K training rows unless told otherwise.
+_NO_SUBSAMPLING = 1 << 30
+
+
+# --- streaming -----------------------------------------------------------------------------------
+def _find_mmap(array) -> mmap.mmap | None:
+    obj = array
+    for _ in range(8):  # walk the .base chain of views
+        if obj is None:
+            return None
+        if isinstance(obj, mmap.mmap):
+            return obj
+        mm = getattr(obj, "_mmap", None)
+        if isinstance(mm, mmap.mmap):
+            return mm
+        obj = getattr(obj, "base", None)
+    return None
+
+
+def release_pages(array) -> None:
+    """Drop the pages of a memory-mapped array from this process's resident set.
+
+    The data stay in the kernel's page cache (a re-read is cheap), but they no longer count
+    towards the process's RSS. A no-op for arrays that are not memory-mapped.
+    """
+    mm = _find_mmap(array)
+    if mm is None or not hasattr(mm, "madvise"):
+        return
+    try:
+        mm.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - platform dependent
+        pass
+
+
+def _file_backing(x) -> tuple[str, int] | None:
+    """(file name, byte offset of row 0) when ``x`` is a whole, C-ordered ``np.memmap`` (as
+    ``np.load(mmap_mode="r")`` returns), else None."""
+    if not isinstance(x, np.memmap) or not isinstance(x.base, mmap.mmap) or not x.flags.c_contiguous:
+        return None
+    if x.ndim != 2 or getattr(x, "filename", None) is None:
+        return None
+    return x.filename, int(x.offset)
+
+
+def read_rows(x, rows: np.ndarray) -> np.ndarray:
+    """``x[rows]`` for sorted ``rows``, in the stored dtype, as a fresh array.
+
+    For a memory-mapped ``.npy`` the rows are read with ``pread`` (runs of consecutive rows in
+    one call): the data pass through the page cache but are never mapped into this process,
+    so they do not add to its resident set. Other arrays are indexed directly."""
+    rows = np.asarray(rows, dtype=np.int64)
+    backing = _file_backing(x)
+    if backing is None or len(rows) == 0:
+        out = np.asarray(x[rows])
+        release_pages(x)
+        return out if out.flags.owndata else out.copy()
+    filename, offset = backing
+    row_bytes = x.shape[1] * x.dtype.itemsize
+    out = np.empty((len(rows), x.shape[1]), dtype=x.dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts, stops = np.r_[0, breaks], np.r_[breaks, len(rows)]
+    fd = os.open(filename, os.O_RDONLY)
+    try:
+        for a, b in zip(starts.tolist(), stops.tolist()):
+            target = view[a * row_bytes : b * row_bytes]
+            position = offset + int(rows[a]) * row_bytes
+            while len(target):
+                got = os.preadv(fd, [target], position)
+                if got <= 0:
+                    raise OSError(f"short read from {filename}")
+                target, position = target[got:], position + got
+    finally:
+        os.close(fd)
+    return out
+
+
+def gather_rows(x, rows: np.ndarray, dtype=np.float32, release: bool = True) -> np.ndarray:
+    """``x[rows]`` as a fresh in-memory array of ``dtype`` (``rows`` need not be sorted).
+
+    The rows are read in ascending order (front to back through the file) in the stored dtype,
+    put in the requested order, then cast in one contiguous pass."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return np.empty((0, x.shape[1]), dtype=dtype)
+    order = np.argsort(rows, kind="stable")
+    raw = read_rows(x, rows[order])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return raw[inverse].astype(dtype, copy=False)
+
+
+def iter_row_blocks(
+    x, rows: np.ndarray | None = None, block_rows: int = 8192, dtype=np.float32
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield ``(positions, block)``: consecutive groups of the rows ``rows`` (default: all rows),
+    ``positions`` being indices into ``rows`` (or row numbers when ``rows`` is None) and ``block``
+    the rows converted to ``dtype`` (always a fresh array). Sorted ``rows`` that cover most of
+    their span are read as one contiguous range. Memory-mapped files are read with ``pread``
+    (see :func:`read_rows`), so the resident set holds one block at a time."""
+    n = x.shape[0] if rows is None else len(rows)
+    block_rows = max(1, int(block_rows))
+    is_sorted = rows is None or bool(np.all(np.diff(rows) > 0))
+    for start in range(0, n, block_rows):
+        stop = min(n, start + block_rows)
+        positions = np.arange(start, stop)
+        if rows is None:
+            block = read_rows(x, np.arange(start, stop)).astype(dtype, copy=False)
+        else:
+            want = np.asarray(rows[start:stop], dtype=np.int64)
+            lo, hi = int(want[0]), int(want[-1]) + 1
+            if is_sorted and hi - lo <= 2 * len(want):
+                block = read_rows(x, np.arange(lo, hi))[want - lo].astype(dtype, copy=False)
+            else:
+                block = gather_rows(x, want, dtype=dtype)
+        yield positions, block
+
+
+class NonFiniteRowsError(ValueError):
+    """Rows with NaN or inf; ``rows`` holds their row numbers in the input array."""
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = np.asarray(rows)
+        super().__init__(f"{len(self.rows)} row(s) with NaN or inf, e.g. row {int(self.rows[0])}")
+
+
+def l2_normalize(block: np.ndarray, copy: bool = False, row_numbers: np.ndarray | None = None) -> np.ndarray:
+    """Rows scaled to unit L2 norm; all-zero rows stay zero. A row with NaN/inf raises
+    :class:`NonFiniteRowsError` (its squared norm is not finite), naming ``row_numbers``."""
+    out = np.array(block, copy=True) if copy else block
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    finite = np.isfinite(norms)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise NonFiniteRowsError(bad if row_numbers is None else np.asarray(row_numbers)[bad])
+    norms[norms == 0] = 1
+    out /= norms[:, None].astype(out.dtype, copy=False)
+    return out
+
+
+# --- k-means -----------------------------------------------------------------------------------
+def available_backend(backend: str = "auto") -> str:
+    """Resolve ``"auto"`` to ``"faiss"`` when faiss imports, ``"sklearn"`` otherwise."""
+    if backend not in ("auto", "faiss", "sklearn"):
+        raise ValueError(f"backend must be 'auto', 'faiss' or 'sklearn', got {backend!r}")
+    if backend == "sklearn":
+        return backend
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        if backend == "faiss":
+            raise ImportError("backend='faiss' needs faiss-cpu (pip install 'mmselect[faiss]')") from None
+        return "sklearn"
+    return "faiss"
+
+
+def _backend_label(backend: str) -> str:
+    if backend == "faiss":
+        import faiss
+
+        return f"faiss {faiss.__version__}"
+    import sklearn
+
+    return f"sklearn {sklearn.__version__}"
+
+
+def _train(z: np.ndarray, k: int, seed: int, niter: int, backend: str) -> np.ndarray:
+    """Spherical centroids (k, d), unit norm, trained on the unit rows ``z``."""
+    if backend == "faiss":
+        import faiss
+
+        km = faiss.Kmeans(
+            z.shape[1],
+            k,
+            niter=int(niter),
+            seed=int(seed) % (2**31),
+            spherical=True,
+            max_points_per_centroid=_NO_SUBSAMPLING,
+            min_points_per_centroid=1,
+            verbose=False,
+        )
+        km.train(np.ascontiguousarray(z, dtype=np.float32))
+        centroids = np.asarray(km.centroids, dtype=np.float32)
+    else:
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=int(niter), random_state=int(seed) % (2**32))
+        km.fit(z)
+        centroids = np.asarray(km.cluster_centers_, dtype=np.float32)
+    return l2_normalize(centroids)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import torch
+
+    return (torch.from_numpy(np.ascontiguousarray(a)) @ torch.from_numpy(np.ascontiguousarray(b))).numpy()
+
+
+def assign(z: np.ndarray, centroids: np.ndarray, block_rows: int = 16384) -> np.ndarray:
+    """Nearest centroid by inner product (ties: the lower centroid index)."""
+    import torch
+
+    labels = np.empty(len(z), dtype=np.int64)
+    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
+    for start in range(0, len(z), block_rows):
+        block = torch.from_numpy(np.ascontiguousarray(z[start : start + block_rows], dtype=np.float32))
+        labels[start : start + len(block)] = torch.argmax(block @ c.T, dim=1).numpy()
+    return labels
+
+
+def _fit_projection(x, rows, transform, dim, sample, seed, block_rows):
+    """Top-``dim`` right-singular vectors (d, dim) of a seeded sample of the (transformed, unit) rows."""
+    from sklearn.utils.extmath import randomized_svd
+
+    n = x.shape[0] if rows is None else len(rows)
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(n, size=min(n, sample), replace=False))
+    src = take if rows is None else np.asarray(rows)[take]
+    parts = []
+    for start in range(0, len(src), block_rows):
+        idx = src[start : start + block_rows]
+        block = gather_rows(x, idx)
+        if transform is not None:
+            block = transform(block, idx)
+        parts.append(l2_normalize(block, row_numbers=idx))
+    sample_rows = np.concatenate(parts)
+    dim = min(dim, sample_rows.shape[0], sample_rows.shape[1])
+    _, s, vt = randomized_svd(sample_rows, n_components=dim, n_iter=3, random_state=seed % (2**32))
+    energy = float((s**2).sum() / max(np.einsum("ij,ij->", sample_rows, sample_rows, dtype=np.float64), 1e-30))
+    return np.ascontiguousarray(vt.T, dtype=np.float32), len(take), energy
+
+
+def spherical_kmeans(
+    x,
+    n_clusters: int,
+    *,
+    seed: int = 1234,
+    niter: int = 50,
+    backend: str = "auto",
+    block_rows: int = 8192,
+    rows: np.ndarray | None = None,
+    transform: Transform | None = None,
+    reduce_dim: int | None = None,
+    reduce_sample: int = 10000,
+    max_points_per_centroid: int | None = None,
+    full_centroids: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Spherical k-means of the rows of ``x`` (an ``(N, d)`` array, memory-mapped or not).
+
+    Parameters
+    ----------
+    x : array (N, d)
+        Any float dtype; read in blocks of ``block_rows`` rows, converted to float32 and
+        L2-normalised. All-zero rows stay zero (inner product 0 with every centroid, so they
+        join cluster 0); rows with NaN/inf raise :class:`NonFiniteRowsError`.
+    n_clusters : int
+        K. Must not exceed the number of rows clustered.
+    seed, niter : int
+        Seed of the initialisation (and of the samples below) and number of Lloyd iterations.
+    backend : {"auto", "faiss", "sklearn"}
+    rows : int array, optional
+        Cluster only these rows of ``x``; the labels returned are aligned with ``rows``.
+    transform : callable(block, row_numbers) -> block, optional
+        Applied to every float32 block before normalisation (e.g. keep some columns).
+    reduce_dim : int, optional
+        Project on this many top singular directions of a ``reduce_sample``-row sample first.
+    max_points_per_centroid : int, optional
+        Train on at most ``max_points_per_centroid * K`` sampled rows, then assign all rows.
+    full_centroids : bool
+        With ``reduce_dim``, recompute the centroids in the original (transformed) space
+        (normalised member means) with one more pass; otherwise return ``None`` for them.
+
+    Returns
+    -------
+    labels : int64 (n,)
+        Cluster of each row (nearest centroid by inner product, ties to the lower index).
+    centroids : float32 (K, d) or None
+        Unit-norm centroids in the space of the (transformed) rows.
+    info : dict
+        JSON-serialisable: backend and version, seed, niter, K, rows trained on, dimension
+        used, reduction details, number of empty clusters, timings.
+    """
+    t_start = time.perf_counter()
+    n = x.shape[0] if rows is None else len(rows)
+    k = int(n_clusters)
+    if not 1 <= k <= n:
+        raise ValueError(f"n_clusters must be in [1, {n}] (the number of rows clustered), got {k}")
+    backend = available_backend(backend)
+    info: dict = {"backend": _backend_label(backend), "seed": int(seed), "niter": int(niter), "n_clusters": k, "n_rows": int(n)}
+    row_numbers = (lambda pos: pos) if rows is None else (lambda pos: np.asarray(rows)[pos])
+
+    # 1. rows -> unit float32 (optionally projected) matrix z, in memory
+    projection = None
+    if reduce_dim is not None:
+        t0 = time.perf_counter()
+        d_full = x.shape[1] if transform is None else None
+        projection, n_sample, energy = _fit_projection(x, rows, transform, int(reduce_dim), int(reduce_sample), int(seed), block_rows)
+        info["reduction"] = {
+            "kind": "truncated SVD of a row sample (uncentred)",
+            "dim": int(projection.shape[1]),
+            "sample_rows": int(n_sample),
+            "sample_energy_kept": round(energy, 6),
+            "fit_s": round(time.perf_counter() - t0, 3),
+        }
+        if d_full is not None:
+            info["reduction"]["from_dim"] = int(d_full)
+    t0 = time.perf_counter()
+    z = None
+    for pos, block in iter_row_blocks(x, None if rows is None else np.asarray(rows), block_rows):
+        numbers = row_numbers(pos)
+        if transform is not None:
+            block = transform(block, numbers)
+        block = l2_normalize(block, row_numbers=numbers)
+        if projection is not None:
+            block = l2_normalize(_matmul(block, projection))
+        if z is None:
+            z = np.empty((n, block.shape[1]), dtype=np.float32)
+        z[pos] = block
+    info["dim"] = int(z.shape[1])
+    info["read_s"] = round(time.perf_counter() - t0, 3)
+
+    # 2. train (on everything, or on a seeded sample)
+    t0 = time.perf_counter()
+    train = z
+    if max_points_per_centroid is not None and int(max_points_per_centroid) * k < n:
+        rng = np.random.default_rng(seed)
+        take = np.sort(rng.choice(n, size=int(max_points_per_centroid) * k, replace=False))
+        train = z[take]
+    info["n_train"] = int(len(train))
+    centroids = _train(train, k, seed, niter, backend)
+    del train
+    info["train_s"] = round(time.perf_counter() - t0, 3)
+
+    # 3. assign every row
+    t0 = time.perf_counter()
+    labels = assign(z, centroids)
+    info["assign_s"] = round(time.perf_counter() - t0, 3)
+    counts = np.bincount(labels, minlength=k)
+    info["n_empty"] = int((counts == 0).sum())
+    info["largest_cluster"] = int(counts.max())
+    del z
+
+    # 4. centroids in the original space
+    if projection is not None:
+        if full_centroids:
+            t0 = time.perf_counter()
+            centroids = member_means(x, labels, k, rows=rows, transform=transform, block_rows=block_rows)
+            info["centroid_pass_s"] = round(time.perf_counter() - t0, 3)
+        else:
+            centroids = None
+    info["total_s"] = round(time.perf_counter() - t_start, 3)
+    return labels, centroids, info
+
+
+def member_means(x, labels, k, *, rows=None, transform=None, block_rows=8192, normalize=True) -> np.ndarray:
+    """Per-cluster mean of the (transformed, unit) rows, L2-normalised: the spherical centroids
+    of a given assignment. Empty clusters get a zero row."""
+    sums = None
+    row_numbers = (lambda pos: pos) if rows is None else (lambda pos: np.asarray(rows)[pos])
+    for pos, block in iter_row_blocks(x, None if rows is None else np.asarray(rows), block_rows):
+        numbers = row_numbers(pos)
+        if transform is not None:
+            block = transform(block, numbers)
+        block = l2_normalize(block, row_numbers=numbers)
+        if sums is None:
+            sums = np.zeros((k, block.shape[1]), dtype=np.float64)
+        lab = labels[pos]
+        order = np.argsort(lab, kind="stable")
+        lab_sorted = lab[order]
+        starts = np.flatnonzero(np.r_[True, lab_sorted[1:] != lab_sorted[:-1]])
+        sums[lab_sorted[starts]] += np.add.reduceat(block[order], starts, axis=0, dtype=np.float64)
+    if sums is None:
+        return np.zeros((k, x.shape[1]), dtype=np.float32)
+    sums = sums.astype(np.float32)
+    return l2_normalize(sums) if normalize else sums

@@ -1,0 +1,692 @@
+"""COINCIDE (Lee, Li, Hwang; EMNLP 2024, arXiv 2406.10995): cluster transferability and density
+decide how many samples each cluster gets; greedy MMD prototypes decide which.
+
+Pipeline (official code github.com/G-JWLee/COINCIDE_code @ 629f776, selection stage):
+spherical k-means of multi-layer reference-model embeddings -> per cluster a transferability
+``S_i`` (mean cosine of the centroid's text halves to the non-near-duplicate centroids) and a
+density ``D_i`` (mean Gaussian kernel inside the cluster) -> shares ``softmax(S/(tau*D))``
+spent cluster by cluster with roll-over -> greedy MMD minimisation inside each cluster.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import ConfigError, DataFormatError, NonFiniteFeaturesError
+from ..features.store import FeatureSet
+from ._kmeans import NonFiniteRowsError, available_backend, gather_rows, read_rows, spherical_kmeans
+from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
+
+# Official ratio: K = 10,000 clusters for LLaVA-665K, about 67 samples per cluster.
+SAMPLES_PER_CLUSTER = 67
+# Clusters up to this many rows keep an exact float64 kernel; larger ones a float32 one.
+_F64_KERNEL_ROWS = 8192
+# No cluster may exceed this many rows (its float32 kernel alone would be 4 GiB).
+MAX_CLUSTER_ROWS = 32768
+# Rows gathered at once in the per-cluster pass (float64), and the kernels kept between the
+# density pass and the greedy MMD (the others are recomputed).
+_BUFFER_BYTES = 512 << 20
+_CACHE_BYTES = 2 << 30
+
+
+class Coincide(SelectionMethod):
+    """COINCIDE selection from the ``coincide_embed`` array of a features directory.
+
+    Parameters
+    ----------
+    n_clusters : int, optional
+        K. Default ``round(N / 67)``: the official ratio (10,000 clusters for 665k samples;
+        the Vision-Flan run used 2,500 for 186k).
+    temperature : float
+        tau of the share softmax ``P_i = softmax(S_i / (tau * D_i))``; official 0.1.
+    sigma : float
+        Width of the Gaussian kernel ``exp(-||a - b||^2 / (2 sigma^2))`` used for the density
+        and the MMD; official 1.0 (the ``--gamma`` argument).
+    transfer_threshold : float
+        Centroid cosines above it (the diagonal included) are zeroed and left out of the mean;
+        official 0.9.
+    transfer_halves : {"text", "all"}
+        Part of each centroid that the transferability compares. ``"text"`` (official) keeps the
+        text half of every layer block; ``"all"`` uses the whole centroid.
+    n_layers : int, optional
+        Number of layer blocks ``[visual | text]`` in one embedding row (official 5: layers
+        3, 7, 11, 15, 19). Default: the number of layers the features manifest records for
+        the ``coincide`` extraction (``extraction.features.coincide.points``), else 5. The
+        width must be divisible by ``2 * n_layers``.
+    seed : int
+        k-means seed (official 1234), also the seed of the k-means samples below.
+    kmeans_iters : int
+        Lloyd iterations (official 50).
+    backend : {"auto", "faiss", "sklearn"}
+        k-means implementation; ``auto`` is faiss when importable (official), sklearn otherwise.
+    kmeans_dim : int, None or "auto"
+        [reduction, not in the official code] Run k-means on a projection of the rows on their
+        top singular directions (fitted on a 10,000-row sample). ``None``: full width
+        (official). ``"auto"``: 128 when the embedding is wider than 1,024, else full width.
+        Centroids, densities and MMD always use the full-width rows.
+    kmeans_points_per_centroid : int, None or "auto"
+        [reduction, not in the official code] Train k-means on a seeded sample of this many
+        rows per centroid, then assign every row. ``None``: train on all rows (official: faiss's
+        default cap of 256 per centroid never bites at the official K). ``"auto"``: 16 when
+        there are more than 200,000 rows, else all rows.
+    text_only : {"separate", "as_is"}
+        Records with ``n_images == 0`` (if that column exists). ``"as_is"`` is the official
+        behaviour: they are clustered and scored like every other row. ``"separate"``
+        [interpretation, default] compares them by their text halves only: their visual halves
+        are set to zero and the row re-normalised, they are clustered among themselves (with
+        ``round(K * N_text / N)`` of the K clusters) and so never share a cluster with image
+        records; their clusters take part in the same budget allocation.
+
+    Behaviour follows the official code, including its budget loop: clusters are visited by
+    descending share, cluster i gets ``round(R_left * P_i)`` (the whole cluster when that is
+    more than its size), and the shares of the clusters not yet visited are re-normalised.
+    The official loop can end short of the budget (only when the last clusters visited are too
+    small for what rolls over to them); [interpretation] the remainder is then spent by further
+    rounds of the same rule over the clusters that still have unselected samples, each
+    continuing its greedy MMD sequence, so exactly ``k`` samples are selected. The official
+    pass's count is reported as ``info["allocation"]["first_pass"]``.
+
+    Clusters: if ``samples.parquet`` has a ``cluster`` column and the directory has
+    ``cluster_centroids.npy``, they are used as given (no k-means). Ids are integers; if they all
+    lie in ``[0, n_centroids)`` the id is the centroid row, otherwise there must be exactly one
+    centroid per distinct id (in ascending id order). [interpretation] Clusters without members
+    take no part in the allocation, but their centroids still count in everyone's
+    transferability, as they would in the official transferability script. Without given
+    centroids, the centroids are the normalised means of each cluster's (unit) rows.
+
+    Other deviations from the official code, none of which changes its result: the density is
+    accumulated exactly block by block and the greedy MMD keeps running sums (O(n) per pick
+    instead of rebuilding a candidates x |S|^2 gather); kernels are float64 as in the official
+    code for clusters of up to 8,192 rows and float32 beyond (clusters over 32,768 rows are
+    refused: raise ``n_clusters``).
+
+    Output: ``order`` lists the picks as made (clusters by descending share, greedy order
+    inside; top-up rounds last). There is no per-sample score (``scores`` is NaN); ``values``
+    holds ``cluster``, ``cluster_share``, ``cluster_transferability``, ``cluster_density`` and
+    ``pick_rank`` (position in ``order``, -1 when not selected).
+    """
+
+    summary = "cluster transferability/density budget split, greedy MMD inside clusters"
+
+    def __init__(
+        self,
+        *,
+        n_clusters: int | None = None,
+        temperature: float = 0.1,
+        sigma: float = 1.0,
+        transfer_threshold: float = 0.9,
+        transfer_halves: str = "text",
+        n_layers: int | None = None,
+        seed: int = 1234,
+        kmeans_iters: int = 50,
+        backend: str = "auto",
+        kmeans_dim: int | str | None = "auto",
+        kmeans_points_per_centroid: int | str | None = "auto",
+        text_only: str = "separate",
+    ):
+        self.n_clusters = n_clusters
+        self.temperature = temperature
+        self.sigma = sigma
+        self.transfer_threshold = transfer_threshold
+        self.transfer_halves = transfer_halves
+        self.n_layers = n_layers
+        self.seed = seed
+        self.kmeans_iters = kmeans_iters
+        self.backend = backend
+        self.kmeans_dim = kmeans_dim
+        self.kmeans_points_per_centroid = kmeans_points_per_centroid
+        self.text_only = text_only
+
+    # --- parameters ---------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        check_choice("transfer_halves", self.transfer_halves, {"text", "all"})
+        check_choice("text_only", self.text_only, {"separate", "as_is"})
+        check_choice("backend", self.backend, {"auto", "faiss", "sklearn"})
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if not self.sigma > 0:
+            raise ConfigError(f"sigma must be > 0, got {self.sigma}")
+        if self.n_layers is not None and int(self.n_layers) < 1:
+            raise ConfigError(f"n_layers must be >= 1, got {self.n_layers}")
+        if self.n_clusters is not None and int(self.n_clusters) < 1:
+            raise ConfigError(f"n_clusters must be >= 1, got {self.n_clusters}")
+        for name in ("kmeans_dim", "kmeans_points_per_centroid"):
+            value = getattr(self, name)
+            if not (value is None or value == "auto" or (isinstance(value, (int, np.integer)) and value >= 1)):
+                raise ConfigError(f"{name} must be None, 'auto' or a positive integer, got {value!r}")
+
+    def feature_needs(self):
+        self._check_params()
+        # Finiteness is checked while the rows are streamed (a separate pass over a 27 GB array
+        # would cost a full read).
+        return [FeatureNeed("coincide_embed", "array", "coincide", finite=False)]
+
+    # --- selection ----------------------------------------------------------------------------
+    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+        t_start = time.perf_counter()
+        emb = features.array("coincide_embed")
+        n, width = emb.shape
+        layers = int(self.n_layers) if self.n_layers is not None else _manifest_layers(features.manifest) or 5
+        if width % (2 * layers):
+            raise DataFormatError(
+                f"coincide_embed has width {width}, not divisible by 2 * n_layers = {2 * layers} "
+                "(rows are n_layers blocks of [visual | text] halves)"
+            )
+        half = width // (2 * layers)
+        text_cols = (np.arange(layers)[:, None] * 2 * half + half + np.arange(half)[None, :]).ravel()
+        visual_cols = text_cols - half
+        text_only = np.zeros(n, dtype=bool)
+        if features.has_column("n_images"):
+            text_only = np.asarray(features.column("n_images"), dtype=float) == 0
+        separate = self.text_only == "separate" and text_only.any()
+        keys = features.keys
+        timings: dict[str, float] = {}
+
+        def view(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+            """Rows as the method compares them (text-only rows: text halves, unit norm)."""
+            if separate:
+                t_rows = text_only[rows]
+                if t_rows.any():
+                    sub = block[t_rows]
+                    sub[:, visual_cols] = 0
+                    norms = np.linalg.norm(sub, axis=1, keepdims=True)
+                    norms[norms == 0] = 1
+                    block[t_rows] = sub / norms
+            return block
+
+        info: dict = {
+            "n_layers": layers,
+            "width": int(width),
+            "text_only_rows": int(text_only.sum()),
+            "text_only": self.text_only,
+            "temperature": float(self.temperature),
+            "sigma": float(self.sigma),
+            "transfer_threshold": float(self.transfer_threshold),
+            "transfer_halves": self.transfer_halves,
+        }
+
+        # 1. clusters ------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        given_centroids = None
+        if features.has_column("cluster") and features.has_aux("cluster_centroids"):
+            labels, cluster_ids, given_centroids = _given_clusters(
+                features.column("cluster"), features.aux("cluster_centroids"), width
+            )
+            info["clusters"] = {"source": "given (cluster column + cluster_centroids.npy)", "n_clusters": len(cluster_ids)}
+        else:
+            try:
+                labels, kinfo = self._kmeans(emb, view, text_only if separate else None)
+            except NonFiniteRowsError as error:
+                shown = ", ".join(map(str, keys[error.rows[:10]]))
+                raise NonFiniteFeaturesError(f"feature 'coincide_embed' has NaN or inf for sample(s): {shown}") from None
+            cluster_ids = np.arange(int(labels.max()) + 1 if n else 0)
+            info["clusters"] = kinfo
+        timings["clusters_s"] = time.perf_counter() - t0
+        n_ids = len(cluster_ids)
+        sizes = np.bincount(labels, minlength=n_ids)
+        if sizes.max(initial=0) > MAX_CLUSTER_ROWS:
+            raise ConfigError(
+                f"a cluster has {int(sizes.max())} samples; COINCIDE needs the within-cluster kernel "
+                f"and refuses clusters over {MAX_CLUSTER_ROWS} samples: raise n_clusters"
+            )
+
+        # 2. per-cluster pass: density, kernel sums, centroid sums ----------------------------
+        t0 = time.perf_counter()
+        halves_cols = text_cols if self.transfer_halves == "text" else np.arange(width)
+        if self.transfer_halves == "text":  # a strided view: [:, layer, text, :]
+            centroid_part = lambda x: x.reshape(len(x), layers, 2, half)[:, :, 1, :]  # noqa: E731
+        else:
+            centroid_part = lambda x: x  # noqa: E731
+        stats = _cluster_pass(
+            emb, labels, sizes, view, float(self.sigma), centroid_part if given_centroids is None else None, keys=keys
+        )
+        timings["density_s"] = time.perf_counter() - t0
+
+        # 3. transferability ------------------------------------------------------------------
+        t0 = time.perf_counter()
+        if given_centroids is not None:
+            centroid_part = given_centroids[:, halves_cols]
+            transfer_all = transferability(centroid_part, float(self.transfer_threshold))
+        else:
+            nonempty = np.flatnonzero(sizes > 0)
+            transfer_all = np.full(n_ids, np.nan)
+            transfer_all[nonempty] = transferability(stats.centroid_sums[nonempty], float(self.transfer_threshold))
+        timings["transfer_s"] = time.perf_counter() - t0
+
+        # 4. allocation + greedy MMD ----------------------------------------------------------
+        t0 = time.perf_counter()
+        present = np.flatnonzero(sizes > 0)
+        density = stats.density[present]
+        transfer = transfer_all[present]
+        score = transfer / density
+        alloc = allocate(score, sizes[present], k, float(self.temperature))
+        picks_first: list[np.ndarray] = []
+        picks_topup: dict[int, np.ndarray] = {}
+        for j in alloc.visit:
+            c = int(present[j])
+            members = stats.members[c]
+            if alloc.whole[j]:  # official: the whole cluster, in index order
+                picks_first.append(members)
+                continue
+            if alloc.first[j] == 0 and alloc.extra[j] == 0:
+                continue
+            state = _Greedy(stats.kernel(c, emb, view, float(self.sigma)), stats.colsum[c])
+            picks_first.append(members[state.advance(int(alloc.first[j]))])
+            if alloc.extra[j]:  # the top-up continues the same greedy sequence
+                picks_topup[j] = members[state.advance(int(alloc.extra[j]))]
+            stats.drop(c)
+        order_parts = picks_first + [picks_topup[j] for j in alloc.topup_visit]
+        order = np.concatenate(order_parts) if order_parts else np.empty(0, dtype=np.int64)
+        timings["select_s"] = time.perf_counter() - t0
+        if len(order) != k or len(np.unique(order)) != k:  # pragma: no cover - internal invariant
+            raise RuntimeError(f"COINCIDE selected {len(order)} samples ({len(np.unique(order))} distinct), budget {k}")
+
+        selected = np.zeros(n, dtype=bool)
+        selected[order] = True
+        pick_rank = np.full(n, -1, dtype=np.int64)
+        pick_rank[order] = np.arange(len(order))
+        share_of = np.full(n_ids, np.nan)
+        share_of[present] = alloc.shares
+        density_of = np.full(n_ids, np.nan)
+        density_of[present] = density
+        values = {
+            "cluster": np.asarray(cluster_ids)[labels],
+            "cluster_share": share_of[labels],
+            "cluster_transferability": transfer_all[labels],
+            "cluster_density": density_of[labels],
+            "pick_rank": pick_rank,
+        }
+        info["allocation"] = {
+            "budget": int(k),
+            "clusters_nonempty": int(len(present)),
+            "clusters_with_picks": int(((alloc.first + alloc.extra) > 0).sum()),
+            "clusters_taken_whole": int(alloc.whole.sum()),
+            "first_pass": int(alloc.first.sum()),
+            "topup": int(alloc.extra.sum()),
+            "topup_rounds": int(alloc.rounds),
+            "share_max": float(alloc.shares.max()) if len(present) else None,
+            "share_min": float(alloc.shares.min()) if len(present) else None,
+            "largest_cluster": int(sizes.max(initial=0)),
+            "transferability_range": _range(transfer),
+            "density_range": _range(density),
+        }
+        timings["total_s"] = time.perf_counter() - t_start
+        info["timings"] = {key: round(value, 3) for key, value in timings.items()}
+        return SelectionResult(selected=selected, scores=np.full(n, np.nan), values=values, order=order, info=info)
+
+    # --- k-means ------------------------------------------------------------------------------
+    def _kmeans(self, emb, view, text_only: np.ndarray | None):
+        n, width = emb.shape
+        k_total = int(self.n_clusters) if self.n_clusters is not None else max(1, int(round(n / SAMPLES_PER_CLUSTER)))
+        k_total = min(k_total, n)
+        dim = self.kmeans_dim
+        if dim == "auto":
+            dim = 128 if width > 1024 else None
+        per_centroid = self.kmeans_points_per_centroid
+        if per_centroid == "auto":
+            per_centroid = 16 if n > 200_000 else None
+        backend = available_backend(self.backend)
+        groups: list[tuple[str, np.ndarray, int]] = []
+        if text_only is None:
+            groups.append(("all", np.arange(n), k_total))
+        else:
+            t_rows, i_rows = np.flatnonzero(text_only), np.flatnonzero(~text_only)
+            k_text = min(len(t_rows), max(1, int(round(k_total * len(t_rows) / n))))
+            k_image = min(len(i_rows), max(1, k_total - k_text)) if len(i_rows) else 0
+            if k_image:
+                groups.append(("image", i_rows, k_image))
+            groups.append(("text_only", t_rows, k_text))
+        labels = np.empty(n, dtype=np.int64)
+        offset = 0
+        runs = []
+        for name, rows, k in groups:
+            lab, _, run_info = spherical_kmeans(
+                emb,
+                k,
+                seed=int(self.seed),
+                niter=int(self.kmeans_iters),
+                backend=backend,
+                rows=rows,
+                transform=view,
+                reduce_dim=None if dim is None or dim >= width else int(dim),
+                max_points_per_centroid=None if per_centroid is None else int(per_centroid),
+                full_centroids=False,
+            )
+            labels[rows] = lab + offset
+            offset += k
+            runs.append({"group": name, **run_info})
+        kinfo = {
+            "source": "spherical k-means",
+            "n_clusters": int(offset),
+            "seed": int(self.seed),
+            "niter": int(self.kmeans_iters),
+            "backend": runs[0]["backend"],
+            "kmeans_dim": dim,
+            "kmeans_points_per_centroid": per_centroid,
+            "runs": runs,
+        }
+        return labels, kinfo
+
+
+# --- pieces (module level so that tests can reach them) -----------------------------------------
+def _manifest_layers(manifest) -> int | None:
+    """Number of layers of the ``coincide`` extraction recorded in a features manifest."""
+    try:
+        points = manifest["extraction"]["features"]["coincide"]["points"]
+        return len(points) or None
+    except (KeyError, TypeError):
+        return None
+
+
+def _range(values: np.ndarray):
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    return [float(values.min()), float(values.max())] if len(values) else None
+
+
+def _given_clusters(column, centroids, width):
+    """Map a user-given ``cluster`` column onto the rows of ``cluster_centroids``."""
+    raw = np.asarray(column)
+    if raw.dtype.kind == "f":
+        if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
+            raise DataFormatError("the cluster column must hold integer cluster ids (no NaN)")
+        raw = raw.astype(np.int64)
+    elif raw.dtype.kind not in "iu":
+        raise DataFormatError(f"the cluster column must hold integer cluster ids, got dtype {raw.dtype}")
+    raw = raw.astype(np.int64)
+    centroids = np.asarray(centroids, dtype=np.float64)
+    if centroids.ndim != 2 or centroids.shape[1] != width:
+        raise DataFormatError(f"cluster_centroids.npy has shape {centroids.shape}, expected (n_clusters, {width})")
+    n_centroids = len(centroids)
+    if len(raw) and raw.min() >= 0 and raw.max() < n_centroids:
+        return raw, np.arange(n_centroids), centroids
+    ids = np.unique(raw)
+    if len(ids) != n_centroids:
+        raise DataFormatError(
+            f"cluster ids are not centroid rows (range [{raw.min()}, {raw.max()}], {n_centroids} centroids) "
+            f"and there are {len(ids)} distinct ids, not one per centroid"
+        )
+    return np.searchsorted(ids, raw), ids, centroids
+
+
+def transferability(centroids: np.ndarray, threshold: float = 0.9, block_rows: int = 2048) -> np.ndarray:
+    """S_i = sum of the cosines C_ij <= threshold over j, divided by their number.
+
+    Cosines above ``threshold`` (which always includes C_ii) are zeroed and not counted, as in
+    the official ``cluster_transferability.py``. Zero centroids have cosine 0 with everyone.
+    Computed in row blocks (never a K x K matrix).
+    """
+    c = np.asarray(centroids, dtype=np.float64)
+    norms = np.linalg.norm(c, axis=1, keepdims=True)
+    norms[norms == 0] = 1
+    c = c / norms
+    out = np.empty(len(c))
+    for start in range(0, len(c), block_rows):
+        sim = c[start : start + block_rows] @ c.T
+        keep = sim <= threshold
+        counts = keep.sum(axis=1)
+        sums = np.where(keep, sim, 0.0).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + len(sim)] = sums / counts
+    return out
+
+
+class Allocation:
+    """Result of :func:`allocate` (positions refer to the clusters passed in)."""
+
+    def __init__(self, shares, visit, first, whole, extra, topup_visit, rounds):
+        self.shares = shares  # initial softmax shares
+        self.visit = visit  # official visit order (descending share)
+        self.first = first  # samples taken in the official pass
+        self.whole = whole  # taken as the whole cluster (m > size) in the official pass
+        self.extra = extra  # samples added by the top-up rounds
+        self.topup_visit = topup_visit  # clusters in the order the top-up first touched them
+        self.rounds = rounds
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def allocate(score: np.ndarray, sizes: np.ndarray, budget: int, temperature: float) -> Allocation:
+    """How many samples each cluster gives: the official roll-over loop, then top-up rounds.
+
+    Official loop: visit clusters by descending ``softmax(score / temperature)``; cluster i
+    gets ``m = round(R_left * P_i)`` (Python rounding: half to even), or all of it when
+    ``m > size``; ``R_left`` drops by what was taken and the shares of the clusters not yet
+    visited are re-normalised. Top-up (only when the loop ends short): the same rule, in the
+    same order, over the clusters that still have unselected samples, capped by what they have
+    left, until the budget is met.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n_clusters = len(score)
+    if budget > sizes.sum():
+        raise ValueError(f"budget {budget} exceeds the {int(sizes.sum())} samples")
+    z = score / temperature
+    shares = _softmax(z) if n_clusters else np.empty(0)
+    visit = np.argsort(shares, kind="stable")[::-1]
+    first = np.zeros(n_clusters, dtype=np.int64)
+    whole = np.zeros(n_clusters, dtype=bool)
+    remaining = int(budget)
+    ratio = shares[visit].copy()
+    z_sorted = z[visit]
+    for idx, c in enumerate(visit):
+        m = int(round(remaining * ratio[idx]))
+        if m > sizes[c]:
+            first[c], whole[c] = sizes[c], True
+        else:
+            first[c] = m
+        remaining -= int(first[c])
+        if idx + 1 < n_clusters:
+            ratio[idx + 1 :] = _softmax(z_sorted[idx + 1 :])
+    extra = np.zeros(n_clusters, dtype=np.int64)
+    topup_visit: list[int] = []
+    rounds = 0
+    while remaining > 0:
+        rounds += 1
+        open_ = np.array([c for c in visit if sizes[c] - first[c] - extra[c] > 0])
+        ratio = _softmax(z[open_])
+        for idx, c in enumerate(open_):
+            left = int(sizes[c] - first[c] - extra[c])
+            m = min(left, int(round(remaining * ratio[idx])))
+            if m > 0:
+                if c not in topup_visit:
+                    topup_visit.append(int(c))
+                extra[c] += m
+                remaining -= m
+            if idx + 1 < len(open_):
+                ratio[idx + 1 :] = _softmax(z[open_[idx + 1 :]])
+    return Allocation(shares, visit, first, whole, extra, topup_visit, rounds)
+
+
+class _Greedy:
+    """Greedy MMD prototypes with running sums: O(n) per pick.
+
+    MMD^2(X, S') = mean K_XX + mean K_S'S' - 2 mean K_XS' for S' = S + {c}. With the column sums
+    ``colsum[c] = sum_a K[a, c]``, ``ks[c] = sum_{s in S} K[c, s]``, ``sum_ss`` and ``sum_xs``,
+    each candidate's value is ``kxx + (sum_ss + 2 ks[c] + K[c, c]) / m^2 - 2 (sum_xs + colsum[c]) / (n m)``.
+    Ties go to the lowest index (as ``torch.argmin``).
+    """
+
+    def __init__(self, kernel: np.ndarray, colsum: np.ndarray):
+        self.kernel = kernel
+        self.n = len(kernel)
+        self.colsum = np.asarray(colsum, dtype=np.float64)
+        self.kxx = self.colsum.sum() / (self.n * self.n)
+        self.diag = np.asarray(np.diagonal(kernel), dtype=np.float64)
+        self.ks = np.zeros(self.n)
+        self.sum_ss = 0.0
+        self.sum_xs = 0.0
+        self.taken = np.zeros(self.n, dtype=bool)
+        self.count = 0
+
+    def advance(self, m: int) -> np.ndarray:
+        picks = np.empty(m, dtype=np.int64)
+        for t in range(m):
+            size = self.count + 1
+            mmd = self.kxx + (self.sum_ss + 2.0 * self.ks + self.diag) / (size * size) - 2.0 * (
+                self.sum_xs + self.colsum
+            ) / (self.n * size)
+            mmd[self.taken] = np.inf
+            c = int(np.argmin(mmd))
+            picks[t] = c
+            self.sum_ss += 2.0 * self.ks[c] + self.diag[c]
+            self.sum_xs += self.colsum[c]
+            self.ks += self.kernel[:, c]
+            self.taken[c] = True
+            self.count = size
+        return picks
+
+
+def greedy_mmd(kernel: np.ndarray, m: int) -> np.ndarray:
+    """Greedy MMD prototype indices (incremental version) for a full kernel matrix."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    return _Greedy(kernel, kernel.sum(axis=0)).advance(int(m))
+
+
+def gaussian_kernel(x, sigma: float):
+    """exp(-||a - b||^2 / (2 sigma^2)) for the rows of ``x`` (a float64 torch tensor), computed as the
+    official code does: ``|a|^2 + |b|^2 - 2 a.b``."""
+    import torch
+
+    sq = (x * x).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
+    return torch.exp(-d2 / (2.0 * sigma * sigma))
+
+
+class _ClusterStats:
+    def __init__(self, n_ids):
+        self.density = np.full(n_ids, np.nan)
+        self.colsum: dict[int, np.ndarray] = {}
+        self.kernels: dict[int, np.ndarray] = {}
+        self.members: dict[int, np.ndarray] | None = None
+        self.centroid_sums = None
+
+    def kernel(self, c, emb, view, sigma) -> np.ndarray:
+        if c in self.kernels:
+            return self.kernels[c]
+        rows = self.members[c]
+        return _kernel_of(view(gather_rows(emb, rows, dtype=np.float64), rows), sigma, rows=rows)
+
+    def drop(self, c) -> None:
+        self.kernels.pop(c, None)
+
+
+def _kernel_of(x: np.ndarray, sigma: float, block_rows: int = 2048, rows=None, keys=None) -> np.ndarray:
+    """Within-cluster kernel: float64 up to 8,192 rows, float32 storage (blocks computed in
+    float64) above. Rows with NaN/inf are refused (their squared norm is not finite)."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    sq = (t * t).sum(1)
+    bad = ~torch.isfinite(sq).numpy()
+    if bad.any():
+        where = np.flatnonzero(bad) if rows is None else np.asarray(rows)[bad]
+        shown = ", ".join(map(str, (keys[where] if keys is not None else where)[:10]))
+        raise NonFiniteFeaturesError(f"feature 'coincide_embed' has NaN or inf for sample(s): {shown}")
+    if len(t) <= _F64_KERNEL_ROWS:
+        d2 = sq[:, None] + sq[None, :] - 2.0 * (t @ t.T)
+        return torch.exp(-d2 / (2.0 * sigma * sigma)).numpy()
+    out = np.empty((len(t), len(t)), dtype=np.float32)
+    for start in range(0, len(t), block_rows):
+        blk = t[start : start + block_rows]
+        d2 = sq[start : start + block_rows, None] + sq[None, :] - 2.0 * (blk @ t.T)
+        out[start : start + len(blk)] = torch.exp(-d2 / (2.0 * sigma * sigma)).numpy()
+    return out
+
+
+class _threads:
+    """Set torch's intra-op threads for a block of code (restored afterwards)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.saved = torch.get_num_threads()
+        if self.n != self.saved:
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        import torch
+
+        if torch.get_num_threads() != self.saved:
+            torch.set_num_threads(self.saved)
+
+
+# Clusters smaller than this are computed one per thread, several at once (a 67 x 20,480 Gram
+# gains little from two BLAS threads and loses a lot to their synchronisation on busy cores);
+# larger ones one at a time with all of torch's threads.
+_SMALL_CLUSTER = 256
+
+
+def _cluster_pass(emb, labels, sizes, view, sigma, centroid_part, keys=None):
+    """One streamed pass over the clusters: density, kernel column sums, cached kernels and
+    (when centroids are not given) the sums of ``centroid_part`` of the unit rows.
+
+    Clusters are visited from the smallest up; their rows are read in groups of at most
+    ``_BUFFER_BYTES`` (in the stored dtype, rows in file order), each cluster is cast to
+    float64 on its own. The results do not depend on the number of threads."""
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    buffer_bytes, cache_bytes = _BUFFER_BYTES, _CACHE_BYTES
+    n_ids = len(sizes)
+    stats = _ClusterStats(n_ids)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.r_[0, np.cumsum(sizes)]
+    stats.members = {int(c): order[bounds[c] : bounds[c + 1]] for c in np.flatnonzero(sizes)}
+    if centroid_part is not None:
+        width = int(np.prod(centroid_part(np.zeros((1, emb.shape[1]))).shape[1:]))
+        stats.centroid_sums = np.zeros((n_ids, width), dtype=np.float64)
+    row_bytes = emb.shape[1] * emb.dtype.itemsize
+    nonempty = np.flatnonzero(sizes)
+    nonempty = nonempty[np.argsort(sizes[nonempty], kind="stable")]
+    all_threads = max(1, torch.get_num_threads())
+    cached = 0
+
+    def one(c, raw, sorted_rows):
+        members = stats.members[c]
+        x = view(raw[np.searchsorted(sorted_rows, members)].astype(np.float64), members)
+        kern = _kernel_of(x, sigma, rows=members, keys=keys)
+        colsum = kern.sum(axis=0, dtype=np.float64)
+        centroid = None
+        if centroid_part is not None:
+            inv_norm = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", x, x)), 1e-300)
+            centroid = np.einsum("i,i...->...", inv_norm, centroid_part(x)).ravel()
+        return c, kern, colsum, centroid
+
+    start = 0
+    with ThreadPoolExecutor(all_threads) as pool:
+        while start < len(nonempty):
+            # a group of clusters whose rows fit in the buffer (at least one cluster)
+            stop, rows_in = start, 0
+            while stop < len(nonempty) and (
+                stop == start or (rows_in + sizes[nonempty[stop]]) * row_bytes <= buffer_bytes
+            ):
+                rows_in += sizes[nonempty[stop]]
+                stop += 1
+            group = [int(c) for c in nonempty[start:stop]]
+            sorted_rows = np.sort(np.concatenate([stats.members[c] for c in group]))
+            raw = read_rows(emb, sorted_rows)  # stored dtype, front to back, not mapped
+            small = [c for c in group if sizes[c] < _SMALL_CLUSTER]
+            large = [c for c in group if sizes[c] >= _SMALL_CLUSTER]
+            with _threads(1):
+                results = list(pool.map(lambda c: one(c, raw, sorted_rows), small))
+            results += [one(c, raw, sorted_rows) for c in large]
+            for c, kern, colsum, centroid in results:  # in visit order: deterministic caching
+                stats.colsum[c] = colsum
+                stats.density[c] = colsum.sum() / (sizes[c] * sizes[c])
+                if cached + kern.nbytes <= cache_bytes:
+                    stats.kernels[c] = kern
+                    cached += kern.nbytes
+                if centroid is not None:
+                    stats.centroid_sums[c] = centroid
+            del raw, results
+            start = stop
+    return stats

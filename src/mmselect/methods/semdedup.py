@@ -1,0 +1,374 @@
+"""SemDeDup baseline: spherical k-means, then drop near-duplicates inside each cluster
+(Abbas et al., arXiv 2303.09540), with the threshold eps found from the budget.
+
+Also home of helpers shared with :mod:`mmselect.methods.d2_pruning`: reading rows of a
+(memory-mapped, float16) embedding matrix as float32 (built on the streaming functions of
+:mod:`mmselect.methods._kmeans`), a randomized PCA that streams the rows, and a stopwatch for
+per-stage timings.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..features.store import FeatureSet
+from ._kmeans import gather_rows, l2_normalize, release_pages, spherical_kmeans
+from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice, top_k_mask
+
+LLAVA_665K = 665_298  # samples in LLaVA-1.5's llava_v1_5_mix665k.json
+COINCIDE_CLUSTERS = 10_000  # SemDeDup k-means clusters in the COINCIDE code for LLaVA-665K
+BLOCK_ROWS = 16_384
+
+
+# --- shared block-wise helpers ------------------------------------------------------------------
+class Stopwatch:
+    """Accumulates wall-clock seconds per named stage (``timings`` keeps the stage order)."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def rounded(self) -> dict[str, float]:
+        return {name: round(seconds, 3) for name, seconds in self.timings.items()}
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise the rows of a float array in place (zero rows stay zero)."""
+    return l2_normalize(x)
+
+
+def read_rows(array: np.ndarray, rows: "slice | np.ndarray", *, normalize: bool = False) -> np.ndarray:
+    """Rows of ``array`` (a slice, or indices in any order) as a new float32 array; the mapped
+    pages of a memory-mapped ``array`` are released afterwards."""
+    if isinstance(rows, slice):
+        block = np.array(array[rows], dtype=np.float32, copy=True)
+        release_pages(array)
+    else:
+        block = gather_rows(array, rows, dtype=np.float32)
+    return normalize_rows(block) if normalize else block
+
+
+@contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run small LAPACK calls on one thread (torch's thread count is restored afterwards): a
+    multi-threaded 144 x 144 eigendecomposition can take 100x longer on a busy 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with single_threaded():
+        return torch.linalg.eigh(matrix.double())
+
+
+def _orthonormal_columns(y: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis of the column span of ``y`` (float64 Gram eigendecomposition;
+    directions with negligible energy are dropped)."""
+    eigenvalues, vectors = _symmetric_eigh(y.T @ y)
+    keep = eigenvalues > eigenvalues.max() * 1e-12
+    return (y.double() @ (vectors[:, keep] / eigenvalues[keep].sqrt())).float()
+
+
+def pca_project(
+    array: np.ndarray,
+    dim: int,
+    *,
+    seed: int,
+    center: bool,
+    normalize_input: bool,
+    normalize_output: bool,
+    sample_size: int = 32_768,
+    power_iters: int = 2,
+    oversample: int = 16,
+    block_rows: int = BLOCK_ROWS,
+) -> tuple[np.ndarray, dict]:
+    """Project the rows of ``array`` onto their top ``dim`` principal directions.
+
+    The directions come from a randomized SVD (range finder with ``power_iters`` re-orthonormalised
+    power iterations) of at most ``sample_size`` rows drawn with ``seed``, using only matrix
+    products and small single-threaded float64 eigendecompositions; every row is then
+    projected block by block, so the full matrix is never held in float32. ``center=False``
+    gives the uncentred SVD (the subspace that best preserves inner products, used for cosine
+    geometry); ``center=True`` the usual PCA (preserves Euclidean distances).
+    Returns the ``(n, dim)`` float32 projection and diagnostics (``explained_variance``: share
+    of the sample's (centred) energy kept).
+    """
+    n, d = array.shape
+    rng = np.random.default_rng(seed)
+    m = min(n, sample_size)
+    sample = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
+    a = torch.from_numpy(read_rows(array, sample, normalize=normalize_input))
+    mean = a.mean(0) if center else torch.zeros(d)
+    a -= mean
+    q = min(dim + oversample, m, d)
+    y = a @ torch.from_numpy(rng.standard_normal((d, q)).astype(np.float32))
+    for _ in range(power_iters):
+        y = a @ (a.T @ _orthonormal_columns(y))
+    b = _orthonormal_columns(y).T @ a  # (q', d): a restricted to the found range
+    eigenvalues, u = _symmetric_eigh(b @ b.T)  # squared singular values of b
+    top = torch.argsort(eigenvalues, descending=True)[:dim]
+    s = eigenvalues[top].clamp(min=0).sqrt()
+    top, s = top[s > 0], s[s > 0]
+    rank = int(len(top))
+    components = torch.zeros(dim, d)  # rank-deficient data: the missing directions stay zero
+    components[:rank] = ((b.double().T @ u[:, top]) / s).T.float()
+    # deterministic signs: the largest-magnitude coordinate of each direction is positive
+    pivot = components[:rank].abs().argmax(1)
+    components[:rank] *= torch.sign(components[torch.arange(rank), pivot]).unsqueeze(1)
+    energy = float((a * a).sum())
+    explained = float((s**2).sum()) / energy if energy > 0 else 1.0
+    del a, y, b
+    out = np.empty((n, dim), dtype=np.float32)
+    proj = components.T.contiguous()
+    for start in range(0, n, block_rows):
+        stop = min(n, start + block_rows)
+        block = torch.from_numpy(read_rows(array, slice(start, stop), normalize=normalize_input))
+        out[start:stop] = ((block - mean) @ proj).numpy()
+    if normalize_output:
+        normalize_rows(out)
+    info = {"dim": int(dim), "rank": rank, "sample": int(m), "centered": bool(center),
+            "explained_variance": round(explained, 6)}
+    return out, info
+
+
+# --- the dedup rule ------------------------------------------------------------------------------
+def max_similarity_to_earlier(x: np.ndarray, block_rows: int = 2048) -> np.ndarray:
+    """For unit rows ``x`` in cluster order: ``M_j = max_{i<j} x_i . x_j`` (``-1`` for ``j = 0``)."""
+    m = len(x)
+    out = np.full(m, -1.0, dtype=np.float64)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    for start in range(0, m, block_rows):
+        stop = min(m, start + block_rows)
+        sims = t[start:stop] @ t[:stop].T
+        later = torch.arange(stop).unsqueeze(0) >= torch.arange(start, stop).unsqueeze(1)
+        sims.masked_fill_(later, -torch.inf)
+        best = sims.max(1).values.double().numpy()
+        out[start:stop] = np.where(np.isfinite(best), np.minimum(best, 1.0), -1.0)
+    return out
+
+
+def padded_max_similarity_to_earlier(x: np.ndarray, sizes: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """:func:`max_similarity_to_earlier` for several clusters at once.
+
+    The clusters' unit rows are ``x[order]`` (default: ``x``), one cluster after the other,
+    ``sizes`` rows each, every cluster in its own order. The clusters are padded to the largest
+    and multiplied in one batched matmul. Returns ``M`` aligned with ``x[order]``.
+    """
+    sizes = np.asarray(sizes)
+    order = np.arange(len(x)) if order is None else np.asarray(order)
+    groups, width, dim = len(sizes), int(sizes.max()), x.shape[1]
+    cluster = np.repeat(np.arange(groups), sizes)
+    row = np.arange(len(x)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    slots = torch.from_numpy(cluster * width + row)
+    padded = torch.empty(groups * width, dim)
+    used = torch.zeros(groups * width, dtype=torch.bool)
+    used[slots] = True
+    padded[~used] = 0.0
+    padded[slots] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[torch.from_numpy(order)]
+    padded = padded.view(groups, width, dim)
+    sims = torch.bmm(padded, padded.transpose(1, 2))
+    sims.masked_fill_(torch.ones(width, width, dtype=torch.bool).triu(), -torch.inf)  # keep column < row
+    best = sims.max(2).values.view(-1)[slots].double().numpy()
+    return np.where(np.isfinite(best), np.minimum(best, 1.0), -1.0)
+
+
+class SemDeDup(SelectionMethod):
+    """SemDeDup with the budget deciding the threshold.
+
+    1. Rows of ``embedding`` are L2-normalised and clustered by spherical k-means into
+       ``n_clusters`` clusters (:func:`mmselect.methods._kmeans.spherical_kmeans`; each sample
+       belongs to its nearest k-means centroid by cosine).
+    2. Inside each cluster the samples are ordered by cosine distance to the cluster's centroid,
+       taken as the normalised mean of its members' unit rows in the full embedding:
+       ``keep="hard"`` puts the farthest first (COINCIDE runs ``--keep_hard``) [code]; ties by
+       position.
+    3. For every sample, ``M_j`` = its largest cosine (full embedding) to any sample *earlier*
+       in its cluster's order, whether or not that earlier sample is itself dropped (the rule of
+       the SemDeDup and COINCIDE code: column max over the upper triangle of the cluster's
+       similarity matrix). The first sample of a cluster has ``M = -1``.
+    4. With a threshold eps, a sample is dropped iff ``M_j > 1 - eps``. The number kept falls
+       as eps grows and ``M`` does not depend on eps, so the search is exact (no bisection
+       needed): the largest eps keeping at least ``k`` samples is ``eps* = 1 - M_(k)``, with
+       ``M_(k)`` the k-th smallest M. COINCIDE instead tries a hand-written ``eps_list``
+       (0.266, 0.26665, 0.267 for 20% of LLaVA-665K) and keeps the closest count >= k [code].
+    5. At eps*, samples tied at ``M = M_(k)`` can push the count above ``k``; the excess is
+       trimmed by position (earlier kept). The selection is therefore the ``k`` smallest ``M``,
+       ties to the earlier position, and ``scores = -M``. (COINCIDE trims by truncating its
+       list of kept samples, which is ordered by cluster id.)
+
+    ``M`` is not clipped at 0 (the reference fills the lower triangle with zeros, so negative
+    cosines count as 0): no keep set changes for eps < 1, only the trim order among samples that
+    no eps < 1 would drop.
+
+    Parameters
+    ----------
+    embedding : str, default ``"last_token"``
+        Array to use [code: TinyLLaVA last-layer last-token embedding].
+    n_clusters : int or None, default None
+        ``None`` scales COINCIDE's K=10,000 for LLaVA-665K with the data:
+        ``max(1, round(n * 10000 / 665298))``, about 66 samples per cluster [code, scaled].
+    niter : int, default 50
+        k-means iterations [code: ``--niter 50``].
+    seed : int, default 1234
+        k-means and sampling seed [code: ``--seed 1234``].
+    keep : {"hard", "easy", "random"}, default ``"hard"``
+        Cluster order: farthest from the centroid first, closest first, or seeded random.
+    pca_dim : int or None, default 128
+        Run k-means on the unit rows projected on their top ``pca_dim`` uncentred singular
+        directions (randomized SVD of a seeded 32,768-row sample) and renormalised; only when
+        the embedding is wider. Steps 2-3 use the full embedding. ``None``: k-means in full
+        dimension.
+        [Scale reduction, not in the reference; its effect is measured in docs/methods/baselines.md.]
+    kmeans_max_points : int or None, default 100_000
+        Train k-means on a seeded sample of about this many rows (``ceil(max / K)`` per
+        centroid), then assign every row to its nearest centroid. ``None``: train on all rows.
+        [Scale reduction, not in the reference.]
+    kmeans_backend : {"auto", "faiss", "sklearn"}, default ``"auto"``
+        k-means implementation (faiss when installed).
+
+    Feature: array ``embedding`` (``mmselect extract --features last_token`` for the default).
+    """
+
+    summary = "k-means + within-cluster cosine dedup, eps searched for the budget"
+
+    def __init__(
+        self,
+        *,
+        embedding: str = "last_token",
+        n_clusters: int | None = None,
+        niter: int = 50,
+        seed: int = 1234,
+        keep: str = "hard",
+        pca_dim: int | None = 128,
+        kmeans_max_points: int | None = 100_000,
+        kmeans_backend: str = "auto",
+    ):
+        self.embedding = embedding
+        self.n_clusters = n_clusters
+        self.niter = niter
+        self.seed = seed
+        self.keep = keep
+        self.pca_dim = pca_dim
+        self.kmeans_max_points = kmeans_max_points
+        self.kmeans_backend = kmeans_backend
+
+    def feature_needs(self):
+        check_choice("keep", self.keep, {"hard", "easy", "random"})
+        check_choice("kmeans_backend", self.kmeans_backend, {"auto", "faiss", "sklearn"})
+        for name in ("n_clusters", "pca_dim", "kmeans_max_points"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+        if not isinstance(self.niter, (int, np.integer)) or self.niter < 1:
+            raise ConfigError(f"niter must be a positive integer, got {self.niter!r}")
+        produced_by = self.embedding if self.embedding in ("last_token", "mean_embed") else None
+        return [FeatureNeed(self.embedding, "array", produced_by)]
+
+    def resolve_clusters(self, n: int) -> int:
+        """K for ``n`` samples."""
+        if self.n_clusters is not None:
+            return int(max(1, min(self.n_clusters, n)))
+        return int(min(n, max(1, round(n * COINCIDE_CLUSTERS / LLAVA_665K))))
+
+    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+        clock = Stopwatch()
+        array = features.array(self.embedding)
+        n, d = array.shape
+        n_clusters = self.resolve_clusters(n)
+        info: dict = {"n_clusters": n_clusters, "pca": None}
+        per_centroid = None
+        if self.kmeans_max_points is not None and n > self.kmeans_max_points:
+            per_centroid = max(1, math.ceil(self.kmeans_max_points / n_clusters))
+        source = array
+        if self.pca_dim is not None and self.pca_dim < d and self.pca_dim < n:
+            with clock.stage("pca"):
+                source, info["pca"] = pca_project(
+                    array, self.pca_dim, seed=self.seed, center=False, normalize_input=True, normalize_output=True
+                )
+        with clock.stage("kmeans"):
+            labels, _, info["kmeans"] = spherical_kmeans(
+                source, n_clusters, seed=self.seed, niter=self.niter, backend=self.kmeans_backend,
+                max_points_per_centroid=per_centroid,
+            )
+            del source
+        with clock.stage("dedup"):
+            max_sim, cos_to_centroid = self._dedup_pass(array, labels)
+        selected = top_k_mask(-max_sim, k)
+        if k > 0:
+            threshold = float(max_sim[selected].max())
+            info["eps"] = float(1.0 - threshold)
+            info["kept_at_eps"] = int((max_sim <= threshold).sum())
+            info["trimmed_ties"] = info["kept_at_eps"] - k
+        sizes = np.bincount(labels, minlength=n_clusters)
+        info["cluster_sizes"] = {
+            "min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max()),
+            "empty": int((sizes == 0).sum()),
+        }
+        info["timings_s"] = clock.rounded()
+        return SelectionResult(
+            selected=selected,
+            scores=-max_sim,
+            values={"cluster": labels, "cos_to_centroid": cos_to_centroid, "max_sim_earlier": max_sim},
+            info=info,
+        )
+
+    def _dedup_pass(self, array: np.ndarray, labels: np.ndarray, chunk_rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
+        """Steps 2-3 for every cluster. Clusters are visited from the smallest up and read in
+        groups of about ``chunk_rows`` (padded) rows; a group's similarity matrices come from one
+        batched matmul. A cluster larger than ``chunk_rows`` is done alone, block by block.
+        The centroid of a cluster is the normalised mean of its unit rows (full embedding).
+        Returns ``M`` and the cosine of every sample to its cluster's centroid."""
+        n = len(labels)
+        max_sim = np.full(n, -1.0)
+        cos_to_centroid = np.empty(n)
+        members = np.argsort(labels, kind="stable")  # by cluster, then position
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(labels[members])) + 1])
+        sizes = np.diff(np.concatenate([starts, [n]]))
+        by_size = np.argsort(sizes, kind="stable")
+        tie_key = np.random.default_rng(self.seed).permutation(n) if self.keep == "random" else None
+        i = 0
+        while i < len(by_size):
+            j = i + 1
+            if sizes[by_size[i]] <= chunk_rows:  # sizes grow along by_size: the last one is the widest
+                while j < len(by_size) and (j + 1 - i) * sizes[by_size[j]] <= chunk_rows:
+                    j += 1
+            group = by_size[i:j]
+            group_sizes = sizes[group]
+            idx = np.concatenate([members[starts[c]:starts[c] + sizes[c]] for c in group])
+            rows = read_rows(array, idx, normalize=True)
+            cluster = np.repeat(np.arange(len(group)), group_sizes)
+            sums = torch.zeros(len(group), rows.shape[1]).index_add_(0, torch.from_numpy(cluster), torch.from_numpy(rows))
+            centroids = l2_normalize(sums.numpy())
+            cos = np.einsum("ij,ij->i", rows, centroids[cluster])
+            cos_to_centroid[idx] = cos
+            if self.keep == "hard":
+                key = cos.astype(np.float64)  # least similar = farthest from the centroid comes first
+            elif self.keep == "easy":
+                key = -cos.astype(np.float64)
+            else:
+                key = tie_key[idx].astype(np.float64)
+            order = np.lexsort((idx, key, cluster))
+            if len(group) == 1:
+                max_sim[idx[order]] = max_similarity_to_earlier(rows[order])
+            else:
+                max_sim[idx[order]] = padded_max_similarity_to_earlier(rows, group_sizes, order)
+            i = j
+        return max_sim, cos_to_centroid

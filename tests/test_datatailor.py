@@ -1,0 +1,371 @@
+"""DataTailor: parity with the official code, hand-worked values, budgets, guards, scale routes."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist
+from sklearn.metrics import adjusted_rand_score
+
+from mmselect.errors import BudgetError, ConfigError, NonFiniteFeaturesError
+from mmselect.features.store import FeatureSet
+from mmselect.methods import get_method
+from mmselect.methods.datatailor import (
+    LLAVA665K_BLOCK_SIZES,
+    DataTailor,
+    RowReader,
+    _replica_scale,
+    association_coefficients,
+    cluster_uniqueness,
+    condensed_distances,
+    minmax_normalise,
+    rank_normalise,
+    split_budget,
+    ward_labels_approx,
+    ward_labels_exact,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "datatailor_official" / "case1"
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def load_fixture():
+    arrays = {name: np.load(FIXTURE / f"{name}.npy") for name in ("last_token", "sve", "tau", "task", "rounds")}
+    features = FeatureSet.from_arrays(
+        tasks=[str(t) for t in arrays["task"]],
+        columns={"sve": arrays["sve"], "sv_top_ratio": arrays["tau"], "rounds": arrays["rounds"]},
+        arrays={"last_token": arrays["last_token"]},
+    )
+    official = {
+        "selected": np.array(json.loads((FIXTURE / "official_selected.json").read_text())),
+        "labels": np.load(FIXTURE / "official_labels.npy"),
+        "uniqueness": np.load(FIXTURE / "official_uniqueness.npy"),
+        "representativeness": np.load(FIXTURE / "official_representativeness.npy"),
+    }
+    return features, arrays, official
+
+
+def blobs(n_per, centres, spread, rng):
+    return np.concatenate([c + rng.standard_normal((n_per, len(c))) * s for c, s in zip(centres, spread)])
+
+
+def random_features(rng, sizes, dim=16, tasks=None):
+    n = sum(sizes)
+    centres = rng.standard_normal((6, dim)) * 8
+    x = centres[rng.integers(0, 6, n)] + rng.standard_normal((n, dim))
+    names = tasks or [f"t{i}" for i in range(len(sizes))]
+    return FeatureSet.from_arrays(
+        tasks=np.repeat(names, sizes),
+        columns={
+            "sve": rng.uniform(3, 7, n),
+            "sv_top_ratio": np.repeat(rng.uniform(0.05, 0.3, len(sizes)), sizes),
+            "rounds": rng.integers(1, 5, n),
+        },
+        arrays={"last_token": x.astype(np.float32)},
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# parity with the official code
+# ----------------------------------------------------------------------------------------------
+def test_parity_with_official_code():
+    features, arrays, official = load_fixture()
+    # The official code floors each task share: 40.10 + 56.26 + 155.42 + 108.22 -> 359 of k = 360.
+    result = get_method("datatailor", fill="official").select(features, 0.15)
+    np.testing.assert_array_equal(result.indices, official["selected"])
+    assert result.info["budget_shortfall"] == 1
+    assert [t["budget"] for t in result.info["tasks"]] == [40, 56, 155, 108]
+
+    # Uniqueness: NaN exactly where the official code has NaN (singleton clusters), else equal.
+    u = result.values["uniqueness"]
+    np.testing.assert_array_equal(np.isnan(u), np.isnan(official["uniqueness"]))
+    assert np.isnan(u).sum() == 24
+    finite = ~np.isnan(u)
+    np.testing.assert_allclose(u[finite], official["uniqueness"][finite], rtol=1e-3)
+    np.testing.assert_allclose(result.values["representativeness"], official["representativeness"], rtol=1e-5)
+
+    # Cluster labels: the same partition (a bijection between label sets).
+    mine, theirs = result.values["cluster"], official["labels"]
+    pairs = set(zip(mine.tolist(), theirs.tolist()))
+    assert len(pairs) == len(np.unique(mine)) == len(np.unique(theirs)) == 51
+
+    # Default fill: given the official total as the budget, the same 359 samples.
+    default = DataTailor().select(features, 359)
+    np.testing.assert_array_equal(default.indices, official["selected"])
+    # At 15 % the default meets the budget exactly: the official subset plus one sample of the
+    # task with the largest fractional share (task 2: 155.42).
+    full = DataTailor().select(features, 0.15)
+    assert full.n_selected == 360 and "budget_shortfall" not in full.info
+    assert set(official["selected"]) < set(full.indices)
+    extra = np.setdiff1d(full.indices, official["selected"])
+    assert arrays["task"][extra].tolist() == [2]
+
+
+def test_threshold_space_dsse_is_a_sqrt_lambda_height_cut():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((300, 5)).astype(np.float32)  # no gaps: the cut level matters
+    labels, info = DataTailor(threshold_space="dsse").cluster(x)
+    z = linkage(x.astype(np.float64), method="ward")
+    expected = fcluster(z, math.sqrt(0.1) * z[-1, 2], criterion="distance")
+    assert adjusted_rand_score(labels, expected) == 1.0
+    assert info["threshold"] == pytest.approx(math.sqrt(0.1) * info["root_height"])
+    height_labels, height_info = DataTailor().cluster(x)
+    official = fcluster(z, 0.1 * z[-1, 2], criterion="distance")
+    assert adjusted_rand_score(height_labels, official) == 1.0
+    assert height_info["root_height"] == pytest.approx(z[-1, 2], rel=1e-9)
+    assert labels.max() < height_labels.max()  # dSSE <= 0.1 dSSE_max is the coarser cut
+
+
+def test_condensed_distances_match_pdist():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((301, 40)) + 100).astype(np.float32)  # large offset: cancellation test
+    np.testing.assert_allclose(condensed_distances(x, block_rows=64), pdist(x.astype(np.float64)), rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------
+# hand-worked values
+# ----------------------------------------------------------------------------------------------
+# Cluster A: (5, -4/3), (8, -4/3), (5, 8/3): the 3-4-5 triangle, mean (6, 0), informativeness 1, 2, 3.
+#   D12 = 3, D13 = 4, D23 = 5; sum over all ordered pairs = 2 (3 + 4 + 5) = 24, mean = 24 / 3 = 8.
+#   U1 = (3*2 + 4*3) / 8 = 2.25, U2 = (3*1 + 5*3) / 8 = 2.25, U3 = (4*1 + 5*2) / 8 = 1.75.
+#   paper: divide by sum I = 6 instead: 3, 3, 14/6.
+# Cluster B: (0, 7) alone: 0 / 0 -> NaN (official), 0 (paper).
+# Cluster C: (-2, 0), (-4, 0), mean (-3, 0), informativeness 4, 5: D = 2, mean distance 4 / 2 = 2,
+#   U = (2*5)/2 = 5 and (2*4)/2 = 4; paper: 10/9 and 8/9.
+# Association: cos(A, B) = 0, cos(A, C) = -1, cos(B, C) = 0, so
+#   tau_A = (e^0 + e^-1) / 2, tau_B = (e^0 + e^0) / 2 = 1, tau_C = (e^-1 + e^0) / 2.
+HAND_X = np.array([[5, -4 / 3], [8, -4 / 3], [5, 8 / 3], [0, 7], [-2, 0], [-4, 0]], dtype=np.float32)
+HAND_LABELS = np.array([0, 0, 0, 1, 2, 2])
+HAND_V = np.array([1.0, 2.0, 3.0, 6.0, 4.0, 5.0])
+
+
+def test_hand_worked_uniqueness_and_association():
+    u, means, stats = cluster_uniqueness(HAND_X, HAND_LABELS, HAND_V)
+    np.testing.assert_allclose(u[[0, 1, 2, 4, 5]], [2.25, 2.25, 1.75, 5.0, 4.0], rtol=1e-6)
+    assert np.isnan(u[3]) and stats["degenerate_clusters"] == 1
+    np.testing.assert_allclose(means, [[6, 0], [0, 7], [-3, 0]], atol=1e-6)
+
+    paper, _, _ = cluster_uniqueness(HAND_X, HAND_LABELS, HAND_V, mode="paper")
+    np.testing.assert_allclose(paper, [3, 3, 14 / 6, 0, 10 / 9, 8 / 9], rtol=1e-6)
+    zero, _, _ = cluster_uniqueness(HAND_X, HAND_LABELS, HAND_V, singleton="zero")
+    assert zero[3] == 0.0
+
+    tau = association_coefficients(means)
+    e = math.e
+    np.testing.assert_allclose(tau, [(1 + 1 / e) / 2, 1.0, (1 + 1 / e) / 2], rtol=1e-9)
+    assert association_coefficients(means[:1]).tolist() == [pytest.approx(e)]  # single-cluster guard
+
+
+def test_sampled_uniqueness_estimates_exact_values():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3000, 24)).astype(np.float32)
+    v = rng.uniform(1, 5, 3000)
+    labels = np.zeros(3000, dtype=int)
+    exact, _, stats_exact = cluster_uniqueness(x, labels, v, max_refs=4000)
+    approx, _, stats = cluster_uniqueness(x, labels, v, max_refs=1000, rng=np.random.default_rng(0))
+    assert stats_exact["sampled_clusters"] == 0 and stats["sampled_clusters"] == 1
+    assert np.max(np.abs(approx / exact - 1)) < 0.03
+    assert np.corrcoef(approx, exact)[0, 1] > 0.95
+
+
+def test_normalisations():
+    # Ascending rank / n; NaN ranks highest; ties keep position order.
+    np.testing.assert_allclose(rank_normalise([2.0, np.nan, 1.0, 2.0]), [0.25, 0.75, 0.0, 0.5])
+    np.testing.assert_allclose(minmax_normalise([3.0, np.nan, 1.0, 2.0]), [1.0, 1.0, 0.0, 0.5])
+    np.testing.assert_allclose(minmax_normalise([2.0, 2.0]), [0.0, 0.0])
+
+
+def test_round_adaptive_combination_on_fixture():
+    features, arrays, _ = load_fixture()
+    result = DataTailor(normalize="minmax").select(features, 0.15)
+    task = arrays["task"]
+    r = arrays["rounds"].astype(float)
+    for t in np.unique(task):
+        rows = task == t
+        q = [minmax_normalise(result.values[name][rows]) for name in ("informativeness", "uniqueness", "representativeness")]
+        expected = (r[rows] * q[0] + q[1] + q[2]) / (r[rows] + 2)
+        np.testing.assert_allclose(result.scores[rows], expected, rtol=1e-12)
+        # the selected samples of the task are its top-k_t by the combined value
+        k_t = int(result.selected[rows].sum())
+        assert result.scores[rows][result.selected[rows]].min() >= np.sort(expected)[::-1][k_t - 1]
+
+
+def test_paper_options_change_values_as_specified():
+    features, arrays, _ = load_fixture()
+    official = DataTailor().select(features, 0.15)
+    paper = DataTailor(uniqueness="paper", representativeness="paper").select(features, 0.15)
+    labels = official.values["cluster"]
+    v = arrays["sve"].astype(float)
+    cluster_sum = np.bincount(labels, weights=v)[labels]
+    np.testing.assert_allclose(paper.values["representativeness"], official.values["representativeness"] / cluster_sum, rtol=1e-9)
+    assert not np.isnan(paper.values["uniqueness"]).any()  # singletons: 0 / sum I = 0
+    assert paper.n_selected == official.n_selected == 360
+
+
+# ----------------------------------------------------------------------------------------------
+# budgets
+# ----------------------------------------------------------------------------------------------
+def test_budget_cap_and_redistribution():
+    sizes = np.array([100, 10, 50])
+    weights = np.array([1.0, 5.0, 1.0])
+    # raw shares 61 * (1, 5, 1) / 7 = (8.71, 43.57, 8.71): task 1 is capped at its 10 samples,
+    # the remaining 51 are re-split 1:1 -> 25.5 each.
+    budgets, info = split_budget(61, sizes, weights, fill="remainder")
+    assert budgets.tolist() == [26, 10, 25]  # tie in fractional part: earlier task gets the extra
+    assert info["capped_tasks"] == [1] and info["tasks"][1]["capped"]
+    assert info["redistributed"] == pytest.approx(61 * 5 / 7 - 10)
+    official, info = split_budget(61, sizes, weights, fill="official")
+    assert official.tolist() == [25, 10, 25] and info["shortfall"] == 1
+
+
+def test_budget_rate_clamp():
+    sizes = np.array([100, 100])
+    budgets, info = split_budget(50, sizes, np.array([1.0, 9.0]), rate_clamp=(0.1, 0.4))
+    assert budgets.tolist() == [10, 40] and info["capped_tasks"] == [1]  # 45 capped at 40
+    budgets, info = split_budget(50, sizes, np.array([1.0, 99.0]), rate_clamp=(0.2, 1.0))
+    assert budgets.tolist() == [20, 30] and info["raised_tasks"] == [0]  # 0.5 raised to 20
+    with pytest.raises(BudgetError):
+        split_budget(90, sizes, np.array([1.0, 1.0]), rate_clamp=(0.0, 0.4))
+
+
+def test_exact_budget_met_and_task_budgets_respected():
+    rng = np.random.default_rng(2)
+    features = random_features(rng, [120, 7, 60, 33])
+    # task t1 has a high sigma_1 share: its raw budget k * 1.75 / 3.88 exceeds its 7 samples
+    top = np.where(features.tasks == "t1", 0.5, 0.1)
+    features = features.with_columns(sv_top_ratio=top)
+    for budget in (0.15, 0.5, 97, 220):
+        result = DataTailor().select(features, budget)
+        k = result.info["budget"]
+        assert result.n_selected == k
+        tasks = features.tasks
+        for t in result.info["tasks"]:
+            assert result.selected[tasks == t["task"]].sum() == t["budget"] <= t["n"]
+        assert result.info["capped_tasks"][:1] == ["t1"] and result.info["tasks"][1]["capped"]
+        assert result.selected[tasks == "t1"].all()
+
+
+def test_one_cluster_tasks_are_guarded():
+    rng = np.random.default_rng(3)
+    features = random_features(rng, [40, 25])
+    # lam = 1 cuts at the root height: every task is a single cluster (K_t - 1 = 0 officially).
+    result = DataTailor(lam=1.0).select(features, 0.2)
+    assert result.info["single_cluster_tasks"] == ["t0", "t1"]
+    np.testing.assert_allclose(result.values["association"], math.e)
+    np.testing.assert_allclose(result.values["representativeness"], math.e * features.column("sve"))
+    assert result.n_selected == 13
+    # A task of identical samples: one cluster, mean distance 0 -> NaN uniqueness, still selects.
+    x = np.asarray(features.array("last_token")).copy()
+    x[:40] = x[0]
+    same = features.with_arrays(last_token=x)
+    result = DataTailor().select(same, 0.2)
+    first = result.info["tasks"][0]
+    assert first["clusters"] == 1 and first["degenerate_clusters"] == 1
+    assert np.isnan(result.values["uniqueness"][:40]).all()
+    assert result.n_selected == 13
+
+
+# ----------------------------------------------------------------------------------------------
+# tasks, reading, errors
+# ----------------------------------------------------------------------------------------------
+def test_llava_block_preset():
+    n = sum(LLAVA665K_BLOCK_SIZES)
+    features = FeatureSet.from_arrays(n=n)
+    blocks = DataTailor(task_preset="llava665k-blocks")._task_rows(features)
+    assert len(blocks) == 12
+    assert [(int(rows[0]), int(rows[-1])) for _, rows in blocks][6] == (315653, 364099)
+    assert blocks[-1][1][-1] == 665297 and sum(len(rows) for _, rows in blocks) == n
+    small = FeatureSet.from_arrays(n=10)
+    with pytest.raises(ConfigError, match="665298"):
+        DataTailor(task_preset="llava665k-blocks")._task_rows(small)
+
+
+def test_memmap_reading_matches_in_memory(tmp_path):
+    rng = np.random.default_rng(4)
+    sizes = [50, 40, 30]
+    features = random_features(rng, sizes, tasks=["a", "b", "c"])
+    # interleave the tasks so the reader also handles scattered rows
+    order = rng.permutation(sum(sizes))
+    shuffled = features.subset(order)
+    shuffled = shuffled.with_arrays(last_token=np.asarray(shuffled.array("last_token"), dtype=np.float16))
+    shuffled.save(tmp_path)
+    loaded = FeatureSet.load(tmp_path)
+    assert isinstance(loaded.array("last_token"), np.memmap)
+    reader = RowReader(loaded.array("last_token"), block_rows=7)
+    assert reader._file is not None
+    rows = np.flatnonzero(loaded.tasks == "b")
+    np.testing.assert_array_equal(reader.read(rows), np.asarray(shuffled.array("last_token"))[rows].astype(np.float32))
+    a = DataTailor(block_rows=16).select(loaded, 0.3)
+    b = DataTailor().select(shuffled, 0.3)
+    np.testing.assert_array_equal(a.selected, b.selected)
+    np.testing.assert_allclose(a.scores, b.scores)
+
+
+def test_non_finite_last_token_is_refused():
+    rng = np.random.default_rng(5)
+    features = random_features(rng, [20, 20])
+    x = np.asarray(features.array("last_token")).copy()
+    x[23, 4] = np.nan
+    with pytest.raises(NonFiniteFeaturesError, match="23"):
+        DataTailor().select(features.with_arrays(last_token=x), 0.2)
+
+
+def test_parameter_validation_and_needs():
+    method = DataTailor()
+    needs = {n.name: n for n in method.feature_needs()}
+    assert needs["sve"].produced_by == needs["sv_top_ratio"].produced_by == "spectrum"
+    assert needs["last_token"].kind == "array" and needs["last_token"].produced_by == "last_token"
+    assert needs["rounds"].produced_by is None
+    assert method.extract_features() == ["spectrum", "last_token"]
+    for bad in ({"uniqueness": "x"}, {"lam": 0.0}, {"rate_clamp": (0.5, 0.1)}, {"fill": "nope"}):
+        with pytest.raises(ConfigError):
+            DataTailor(**bad).feature_needs()
+
+
+# ----------------------------------------------------------------------------------------------
+# approximate route and determinism
+# ----------------------------------------------------------------------------------------------
+def test_approximate_ward_agrees_with_exact_on_clustered_data():
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((6, 32)) * 6
+    x = blobs(200, centres, [0.5, 1.0, 0.7, 1.2, 0.6, 0.9], rng).astype(np.float32)
+    exact, _ = ward_labels_exact(x)
+    approx, info = ward_labels_approx(x, micro_clusters=100, ward_points=400, dim=8, seed=0)
+    assert info["micro_clusters"] <= 100 and info["ward_points"] <= 400
+    assert adjusted_rand_score(exact, approx) > 0.9
+    # through the method: route recorded per task, selections largely the same
+    features = FeatureSet.from_arrays(
+        columns={"sve": rng.uniform(3, 7, len(x)), "sv_top_ratio": np.full(len(x), 0.1), "rounds": np.ones(len(x))},
+        arrays={"last_token": x},
+    )
+    a = DataTailor().select(features, 0.2)
+    b = DataTailor(exact_ward_max=500, approx_micro_clusters=100, approx_ward_points=400, approx_dim=8).select(features, 0.2)
+    assert a.info["ward_routes"] == {"all": "exact"} and b.info["ward_routes"] == {"all": "approximate"}
+    jaccard = (a.selected & b.selected).sum() / (a.selected | b.selected).sum()
+    assert jaccard > 0.7
+
+
+def test_replica_scale_uses_the_ward_budget():
+    weights = np.array([1.0, 3.0, 10.0, 40.0, 200.0])
+    scale = _replica_scale(weights, 60)
+    count = lambda s: int(np.maximum(1, np.rint(weights / s)).sum())  # noqa: E731
+    assert count(scale) <= 60 < count(scale * 0.99)  # the finest unit that fits (to 1 %)
+
+
+def test_deterministic():
+    rng = np.random.default_rng(7)
+    features = random_features(rng, [300, 200])
+    params = dict(exact_ward_max=250, approx_micro_clusters=60, approx_ward_points=200, approx_dim=4, uniqueness_max_refs=50)
+    a = DataTailor(**params).select(features, 0.25)
+    b = DataTailor(**params).select(features, 0.25)
+    np.testing.assert_array_equal(a.selected, b.selected)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    for name in a.values:
+        np.testing.assert_array_equal(a.values[name], b.values[name])
+    assert json.dumps(a.info) == json.dumps(b.info)  # also JSON-serialisable
+    assert a.info["tasks"][0]["uniqueness_sampled_clusters"] > 0
