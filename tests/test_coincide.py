@@ -253,8 +253,10 @@ def test_bad_inputs():
         get_method("coincide", n_layers=3).select(FeatureSet.from_arrays(n=200, arrays={"coincide_embed": x}), 0.2)
     x = x.copy()
     x[17, 3] = np.nan
-    with pytest.raises(NonFiniteFeaturesError, match="17"):
-        get_method("coincide", n_layers=2).select(FeatureSet.from_arrays(n=200, arrays={"coincide_embed": x}), 0.2)
+    features = FeatureSet.from_arrays(n=200, arrays={"coincide_embed": x})
+    for kmeans_dim in (None, 8):  # full width, and the projected k-means input
+        with pytest.raises(NonFiniteFeaturesError, match="17"):
+            get_method("coincide", n_layers=2, kmeans_dim=kmeans_dim).select(features, 0.2)
 
 
 def test_layers_from_manifest_and_transferability_of_computed_centroids():

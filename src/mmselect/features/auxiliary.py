@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..data.records import IMAGE_PLACEHOLDER, Sample
-from .extract import ExtractionOutput, _shard_name, plan_shards
+from .extract import ExtractionOutput, ShardStore, _shard_name, plan_shards
 
 AUXILIARY_FEATURES = {
     "clip_score": "cosine of CLIP image and text embeddings (--clip-model; NaN for text-only records)",
@@ -22,15 +22,8 @@ AUXILIARY_FEATURES = {
 TINY_CLIP = "tiny-clip"
 
 
-class JsonShardStore:
+class JsonShardStore(ShardStore):
     """Shards of per-sample values that may be strings or lists: ``<name>.json`` + ``<name>.done``."""
-
-    def __init__(self, directory: Path):
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-
-    def done(self, name: str) -> bool:
-        return (self.directory / f"{name}.done").exists()
 
     def write(self, name: str, output: ExtractionOutput) -> None:
         payload = {

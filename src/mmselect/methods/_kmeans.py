@@ -67,6 +67,26 @@ def release_pages(array) -> None:
         pass
 
 
+_LIBC = None
+
+
+def release_memory() -> None:
+    """Hand freed heap memory back to the operating system (glibc ``malloc_trim``; a no-op
+    elsewhere). Long-lived small arrays interleaved with large short-lived ones otherwise keep
+    gigabytes of freed-but-resident heap pages."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def _file_backing(x) -> tuple[str, int] | None:
     """(file name, byte offset of row 0) when ``x`` is a whole, C-ordered ``np.memmap`` (as
     ``np.load(mmap_mode="r")`` returns), else None."""
@@ -345,14 +365,18 @@ def spherical_kmeans(
         numbers = row_numbers(pos)
         if transform is not None:
             block = transform(block, numbers)
-        block = l2_normalize(block, row_numbers=numbers)
         if projection is not None:
-            block = l2_normalize(_matmul(block, projection))
+            # normalising before the projection only rescales the projected row, which is
+            # normalised anyway; a row with NaN/inf still projects to a non-finite row
+            block = l2_normalize(_matmul(block, projection), row_numbers=numbers)
+        else:
+            block = l2_normalize(block, row_numbers=numbers)
         if z is None:
             z = np.empty((n, block.shape[1]), dtype=np.float32)
         z[pos] = block
     info["dim"] = int(z.shape[1])
     info["read_s"] = round(time.perf_counter() - t0, 3)
+    release_memory()
 
     # 2. train (on everything, or on a seeded sample)
     t0 = time.perf_counter()

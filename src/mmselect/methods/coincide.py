@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataFormatError, NonFiniteFeaturesError
 from ..features.store import FeatureSet
-from ._kmeans import NonFiniteRowsError, available_backend, gather_rows, read_rows, spherical_kmeans
+from ._kmeans import NonFiniteRowsError, available_backend, gather_rows, read_rows, release_memory, spherical_kmeans
 from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
 
 # Official ratio: K = 10,000 clusters for LLaVA-665K, about 67 samples per cluster.
@@ -688,5 +688,6 @@ def _cluster_pass(emb, labels, sizes, view, sigma, centroid_part, keys=None):
                 if centroid is not None:
                     stats.centroid_sums[c] = centroid
             del raw, results
+            release_memory()
             start = stop
     return stats

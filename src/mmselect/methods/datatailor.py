@@ -53,7 +53,6 @@ SINGLE_CLUSTER_TAU = math.e
 KMEANS_ITERATIONS = 10
 KMEANS_POINTS_PER_CENTROID = 8  # k-means is fitted on at most 8 x micro-clusters rows, then assigns all
 PCA_SAMPLE = 10000
-DISSOLVE_LIGHT_MICRO_CLUSTERS = True
 
 
 class DataTailor(SelectionMethod):
@@ -707,33 +706,13 @@ def ward_labels_approx(
     weights = np.bincount(assign).astype(np.float64)
     sums = _group_sums(x, assign, len(weights), block_rows)
     scale = _replica_scale(weights, ward_points)
-    # A micro-cluster lighter than half a weight unit would round to no copy; a single copy would
-    # overweight it (up to s times), so such micro-clusters (typically isolated outliers) are
-    # dissolved and their rows join the nearest remaining centroid (full features).
-    small = np.rint(weights / scale) < 1
-    moved = np.flatnonzero(small[assign])
-    if DISSOLVE_LIGHT_MICRO_CLUSTERS and small.any() and not small.all():
-        kept = np.flatnonzero(~small)
-        centroids = sums[kept] / weights[kept, None]
-        c_sq = np.einsum("ij,ij->i", centroids, centroids)
-        for a in range(0, len(moved), block_rows):
-            rows = moved[a : a + block_rows]
-            block = x[rows].astype(np.float64)
-            nearest = np.argmin(c_sq[None, :] - 2.0 * block @ centroids.T, axis=1)
-            assign[rows] = kept[nearest]
-        _, assign = np.unique(assign, return_inverse=True)
-        weights = np.bincount(assign).astype(np.float64)
-        sums = _group_sums(x, assign, len(weights), block_rows)
-        scale = _replica_scale(weights, ward_points)
-    else:
-        moved = moved[:0]
     m = len(weights)
     centroids = sums / weights[:, None]
     del sums
     reps = np.maximum(1, np.rint(weights / scale)).astype(np.int64)
     if m == 1:
         return np.zeros(n, dtype=np.int64), {
-            "micro_clusters": 1, "dissolved_samples": int(len(moved)), "ward_points": 1, "weight_scale": float(scale),
+            "micro_clusters": 1, "ward_points": 1, "weight_scale": float(scale),
             "weight_error_mean": 0.0, "kmeans_backend": used_backend, "pca_dim": dim,
             "root_height": 0.0, "threshold": 0.0,
         }
@@ -755,7 +734,6 @@ def ward_labels_approx(
     error = np.abs(reps * scale - weights) / weights
     return micro_labels[assign].astype(np.int64), {
         "micro_clusters": int(m),
-        "dissolved_samples": int(len(moved)),
         "ward_points": int(total),
         "weight_scale": float(scale),
         "weight_error_mean": float(np.average(error, weights=weights)),
