@@ -355,6 +355,7 @@ def test_replica_scale_uses_the_ward_budget():
     scale = _replica_scale(weights, 60)
     count = lambda s: int(np.maximum(1, np.rint(weights / s)).sum())  # noqa: E731
     assert count(scale) <= 60 < count(scale * 0.99)  # the finest unit that fits (to 1 %)
+    assert _replica_scale(weights, 1000) == 1.0  # room for every sample: exact integer weights
 
 
 def test_deterministic():

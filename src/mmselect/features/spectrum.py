@@ -46,7 +46,8 @@ def spectrum_stats(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
         raise ValueError(f"mask must be [B, T] = {tuple(hidden.shape[:2])}, got {tuple(mask.shape)}")
     batch, tokens, width = hidden.shape
     mask = mask.to(device=hidden.device, dtype=torch.bool)
-    a = hidden.to(torch.float64) * mask.unsqueeze(-1).to(torch.float64)
+    a = hidden.to(torch.float64)
+    a = a.masked_fill_(~mask.unsqueeze(-1), 0.0) if a is not hidden else a.masked_fill(~mask.unsqueeze(-1), 0.0)
     if tokens <= width:
         gram = a @ a.transpose(1, 2)  # [B, T, T]
     else:

@@ -759,9 +759,15 @@ def _group_sums(x: np.ndarray, assign: np.ndarray, m: int, block_rows: int) -> n
 
 
 def _replica_scale(weights: np.ndarray, budget: int) -> float:
-    """Smallest weight unit ``s`` (to 0.1 %) with ``sum(max(1, round(w / s))) <= budget``."""
+    """Smallest weight unit ``s`` (to 0.1 %) with ``sum(max(1, round(w / s))) <= budget``.
+
+    Never below 1: with ``s = 1`` the copies are the exact (integer) sizes.
+    """
     def count(s):
         return int(np.maximum(1, np.rint(weights / s)).sum())
+
+    if count(1.0) <= budget:
+        return 1.0
 
     hi = weights.sum() / max(budget - len(weights), 1)  # always feasible: sum <= n/hi + m = budget
     lo = hi / 64
