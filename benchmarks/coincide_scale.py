@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,7 @@ def generate(workdir: Path, n: int, width: int, layers: int, seed: int, workers:
         handle.truncate(header_len + n * width * 2)
     n_groups = max(4, n // 2500)
     bounds = np.linspace(0, n, 8 * workers + 1).astype(int)
-    jobs = [(path, header_len, int(a), int(b), width, layers, seed, n, n_groups) for a, b in zip(bounds[:-1], bounds[1:])]
+    jobs = [(path, header_len, int(a), int(b), width, layers, seed, n, n_groups) for a, b in pairwise(bounds)]
     done = 0
     with ProcessPoolExecutor(workers) as pool:
         for rows in pool.map(_write_part, jobs):
@@ -147,6 +148,18 @@ def generate(workdir: Path, n: int, width: int, layers: int, seed: int, workers:
 # ----------------------------------------------------------------------------------------------
 # measurement
 # ----------------------------------------------------------------------------------------------
+def _read_bytes() -> int:
+    """Bytes this process has read from storage (page-cache hits excluded)."""
+    try:
+        with open("/proc/self/io") as handle:
+            for line in handle:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -171,6 +184,7 @@ class Sampler(threading.Thread):
         self.stages: list[dict] = []
         self.t_last = time.perf_counter()
         self.cpu_last = _cpu_seconds()
+        self.read_last = _read_bytes()
 
     def run(self):
         while not self.done.is_set():
@@ -183,9 +197,10 @@ class Sampler(threading.Thread):
         now, value = time.perf_counter(), rss_bytes()
         with self.lock:
             peak, self.peak = max(self.peak, value), value
-        cpu = _cpu_seconds()
-        self.stages.append({"stage": name, "seconds": now - self.t_last, "cpu_seconds": cpu - self.cpu_last, "peak_rss": peak})
-        self.t_last, self.cpu_last = now, cpu
+        cpu, read = _cpu_seconds(), _read_bytes()
+        self.stages.append({"stage": name, "seconds": now - self.t_last, "cpu_seconds": cpu - self.cpu_last,
+                            "disk_read": read - self.read_last, "peak_rss": peak})
+        self.t_last, self.cpu_last, self.read_last = now, cpu, read
 
 
 def _instrument(sampler: Sampler) -> None:
@@ -252,11 +267,14 @@ def print_report(report: dict) -> None:
           f"{report['selected']}, K = {report['clusters']['n_clusters']} ({report['clusters']['backend']}, "
           f"kmeans_dim {report['clusters']['kmeans_dim']}, points/centroid {report['clusters']['kmeans_points_per_centroid']}), "
           f"{report['cpus']} CPUs, load average at the end {report['load_average'][0]:.1f}")
-    print(f"{'stage':50s} {'wall s':>8s} {'CPU s':>8s} {'peak RSS GiB':>13s}")
+    print(f"{'stage':50s} {'wall s':>8s} {'CPU s':>8s} {'disk GB':>8s} {'peak RSS GiB':>13s}")
     for s in report["stages"]:
-        print(f"{s['stage']:50s} {s['seconds']:8.1f} {s['cpu_seconds']:8.1f} {s['peak_rss'] / gib:13.2f}")
+        print(f"{s['stage']:50s} {s['seconds']:8.1f} {s['cpu_seconds']:8.1f} {s.get('disk_read', 0) / 1e9:8.1f} "
+              f"{s['peak_rss'] / gib:13.2f}")
     cpu = sum(s["cpu_seconds"] for s in report["stages"])
-    print(f"{'total (load + select)':50s} {report['total_seconds']:8.1f} {cpu:8.1f} {report['ru_maxrss'] / gib:13.2f}  (ru_maxrss)")
+    disk = sum(s.get("disk_read", 0) for s in report["stages"])
+    print(f"{'total (load + select)':50s} {report['total_seconds']:8.1f} {cpu:8.1f} {disk / 1e9:8.1f} "
+          f"{report['ru_maxrss'] / gib:13.2f}  (ru_maxrss)")
     for run in report.get("kmeans_runs") or []:
         print("  k-means", json.dumps({k: v for k, v in run.items() if k != "backend"}))
     print("  allocation", json.dumps(report["allocation"]))

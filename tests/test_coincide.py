@@ -1,5 +1,6 @@
 """COINCIDE: parity with the official selection stage, budget allocation, greedy MMD, k-means path."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -8,16 +9,22 @@ import pytest
 
 from mmselect.errors import DataFormatError, NonFiniteFeaturesError
 from mmselect.features.store import FeatureSet
-from mmselect.methods import get_method
 from mmselect.methods import coincide as coincide_module
+from mmselect.methods import get_method
 from mmselect.methods._kmeans import spherical_kmeans
-from mmselect.methods.coincide import _Greedy, allocate, gaussian_kernel, greedy_mmd, transferability
+from mmselect.methods.coincide import (
+    _Greedy,
+    allocate,
+    gaussian_kernel,
+    greedy_mmd,
+    transferability,
+)
 
 CASE1 = Path(__file__).parent / "fixtures" / "coincide_official" / "case1"
 
 
 def _case1():
-    load = lambda name: np.load(CASE1 / f"{name}.npy")  # noqa: E731
+    load = lambda name: np.load(CASE1 / f"{name}.npy")
     return load("embeddings"), load("labels"), load("centroids"), load("official_selected"), load("official_transfer")
 
 
@@ -82,7 +89,7 @@ def _official_loop(score, sizes, budget, tau):
     remaining, taken = budget, np.zeros(len(sizes), dtype=int)
     for idx, c in enumerate(order):
         m = round(remaining * ratio[idx])
-        taken[c] = sizes[c] if m > sizes[c] else m
+        taken[c] = min(m, sizes[c])
         remaining -= taken[c]
         ratio[idx + 1 :] = np.exp(score[idx + 1 :] / tau) / np.sum(np.exp(score[idx + 1 :] / tau))
     return order, taken
@@ -209,6 +216,7 @@ def test_kmeans_path_selects_k_and_is_deterministic(backend):
     assert clusters["backend"].startswith(backend) and clusters["seed"] == 7
     assert clusters["n_clusters"] == round(1200 / 67)
     assert len(np.unique(first.values["cluster"])) > 1
+    json.dumps(first.info)  # the manifest must be able to record it
 
 
 def test_auto_backend_falls_back_to_sklearn_without_faiss(monkeypatch):

@@ -1,5 +1,7 @@
 """PRISM: the O(N d) redundancy equals the explicit correlation matrix; budgets and text-only records."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -75,6 +77,7 @@ def test_per_task_scope():
     result = get_method("prism", scope="per_task", center="per_vector").select(features, 32)
     assert result.n_selected == 32 and result.selected[text].all()
     quotas = result.info["task_quotas"]
+    json.dumps(result.info)
     image_counts = {"a": 59, "b": 29, "c": 30}
     assert sum(quotas.values()) == 30
     for task, count in image_counts.items():  # largest remainder: floor or ceil of the exact share
@@ -101,7 +104,7 @@ def test_proportional_quotas_are_exact_and_capped():
 
 
 def test_streams_memory_mapped_float16(tmp_path):
-    f, features = _features(n=300, d=40, text_only=[7])
+    _, features = _features(n=300, d=40, text_only=[7])
     loaded = FeatureSet.load(features.save(tmp_path / "feat"))
     assert isinstance(loaded.array("visual_mean"), np.memmap)
     a = get_method("prism", block_rows=64).select(loaded, 100)

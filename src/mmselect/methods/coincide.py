@@ -16,7 +16,15 @@ import numpy as np
 
 from ..errors import ConfigError, DataFormatError, NonFiniteFeaturesError
 from ..features.store import FeatureSet
-from ._kmeans import NonFiniteRowsError, available_backend, gather_rows, read_rows, release_memory, spherical_kmeans
+from ._kmeans import (
+    NonFiniteRowsError,
+    available_backend,
+    cast,
+    gather_rows,
+    read_rows,
+    release_memory,
+    spherical_kmeans,
+)
 from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
 
 # Official ratio: K = 10,000 clusters for LLaVA-665K, about 67 samples per cluster.
@@ -25,8 +33,8 @@ SAMPLES_PER_CLUSTER = 67
 _F64_KERNEL_ROWS = 8192
 # No cluster may exceed this many rows (its float32 kernel alone would be 4 GiB).
 MAX_CLUSTER_ROWS = 32768
-# Rows gathered at once in the per-cluster pass (float64), and the kernels kept between the
-# density pass and the greedy MMD (the others are recomputed).
+# Rows read at once in the per-cluster pass (bytes in the stored dtype), and the kernels kept
+# between the density pass and the greedy MMD (the others are recomputed).
 _BUFFER_BYTES = 512 << 20
 _CACHE_BYTES = 2 << 30
 
@@ -236,9 +244,9 @@ class Coincide(SelectionMethod):
         t0 = time.perf_counter()
         halves_cols = text_cols if self.transfer_halves == "text" else np.arange(width)
         if self.transfer_halves == "text":  # a strided view: [:, layer, text, :]
-            centroid_part = lambda x: x.reshape(len(x), layers, 2, half)[:, :, 1, :]  # noqa: E731
+            centroid_part = lambda x: x.reshape(len(x), layers, 2, half)[:, :, 1, :]
         else:
-            centroid_part = lambda x: x  # noqa: E731
+            centroid_part = lambda x: x
         stats = _cluster_pass(
             emb, labels, sizes, view, float(self.sigma), centroid_part if given_centroids is None else None, keys=keys
         )
@@ -300,7 +308,7 @@ class Coincide(SelectionMethod):
         }
         info["allocation"] = {
             "budget": int(k),
-            "clusters_nonempty": int(len(present)),
+            "clusters_nonempty": len(present),
             "clusters_with_picks": int(((alloc.first + alloc.extra) > 0).sum()),
             "clusters_taken_whole": int(alloc.whole.sum()),
             "first_pass": int(alloc.first.sum()),
@@ -630,10 +638,13 @@ def _cluster_pass(emb, labels, sizes, view, sigma, centroid_part, keys=None):
     (when centroids are not given) the sums of ``centroid_part`` of the unit rows.
 
     Clusters are visited from the smallest up; their rows are read in groups of at most
-    ``_BUFFER_BYTES`` (in the stored dtype, rows in file order), each cluster is cast to
-    float64 on its own. The results do not depend on the number of threads."""
-    import torch
+    ``_BUFFER_BYTES`` (in the stored dtype, rows in file order; the next group is read while
+    the current one is computed), each cluster is cast to float64 on its own. The results do
+    not depend on the number of threads."""
     from concurrent.futures import ThreadPoolExecutor
+    from itertools import repeat
+
+    import torch
 
     buffer_bytes, cache_bytes = _BUFFER_BYTES, _CACHE_BYTES
     n_ids = len(sizes)
@@ -652,7 +663,7 @@ def _cluster_pass(emb, labels, sizes, view, sigma, centroid_part, keys=None):
 
     def one(c, raw, sorted_rows):
         members = stats.members[c]
-        x = view(raw[np.searchsorted(sorted_rows, members)].astype(np.float64), members)
+        x = view(cast(raw[np.searchsorted(sorted_rows, members)], np.float64), members)
         kern = _kernel_of(x, sigma, rows=members, keys=keys)
         colsum = kern.sum(axis=0, dtype=np.float64)
         centroid = None
@@ -661,23 +672,30 @@ def _cluster_pass(emb, labels, sizes, view, sigma, centroid_part, keys=None):
             centroid = np.einsum("i,i...->...", inv_norm, centroid_part(x)).ravel()
         return c, kern, colsum, centroid
 
-    start = 0
-    with ThreadPoolExecutor(all_threads) as pool:
-        while start < len(nonempty):
-            # a group of clusters whose rows fit in the buffer (at least one cluster)
-            stop, rows_in = start, 0
-            while stop < len(nonempty) and (
-                stop == start or (rows_in + sizes[nonempty[stop]]) * row_bytes <= buffer_bytes
-            ):
-                rows_in += sizes[nonempty[stop]]
-                stop += 1
-            group = [int(c) for c in nonempty[start:stop]]
-            sorted_rows = np.sort(np.concatenate([stats.members[c] for c in group]))
-            raw = read_rows(emb, sorted_rows)  # stored dtype, front to back, not mapped
+    # groups of clusters whose rows fit in the buffer (at least one cluster each)
+    groups, start = [], 0
+    while start < len(nonempty):
+        stop, rows_in = start, 0
+        while stop < len(nonempty) and (stop == start or (rows_in + sizes[nonempty[stop]]) * row_bytes <= buffer_bytes):
+            rows_in += sizes[nonempty[stop]]
+            stop += 1
+        groups.append([int(c) for c in nonempty[start:stop]])
+        start = stop
+
+    def read_group(group):
+        sorted_rows = np.sort(np.concatenate([stats.members[c] for c in group]))
+        return sorted_rows, read_rows(emb, sorted_rows)  # stored dtype, front to back, not mapped
+
+    with ThreadPoolExecutor(all_threads) as pool, ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(read_group, groups[0]) if groups else None
+        for i, group in enumerate(groups):
+            sorted_rows, raw = pending.result()
+            if i + 1 < len(groups):  # read the next group while this one is computed
+                pending = reader.submit(read_group, groups[i + 1])
             small = [c for c in group if sizes[c] < _SMALL_CLUSTER]
             large = [c for c in group if sizes[c] >= _SMALL_CLUSTER]
             with _threads(1):
-                results = list(pool.map(lambda c: one(c, raw, sorted_rows), small))
+                results = list(pool.map(one, small, repeat(raw), repeat(sorted_rows)))
             results += [one(c, raw, sorted_rows) for c in large]
             for c, kern, colsum, centroid in results:  # in visit order: deterministic caching
                 stats.colsum[c] = colsum
@@ -689,5 +707,4 @@ def _cluster_pass(emb, labels, sizes, view, sigma, centroid_part, keys=None):
                     stats.centroid_sums[c] = centroid
             del raw, results
             release_memory()
-            start = stop
     return stats

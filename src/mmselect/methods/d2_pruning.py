@@ -50,8 +50,12 @@ def exact_knn(x: np.ndarray, k: int, *, max_block_elems: int = 1 << 26) -> tuple
         d2 = sq[start:stop, None] - 2.0 * (q @ t.T) + sq[None, :]
         d2[torch.arange(stop - start), torch.arange(start, stop)] = torch.inf
         cand = torch.topk(d2, extra, dim=1, largest=False).indices
-        exact = ((q.double().unsqueeze(1) - t[cand].double()) ** 2).sum(-1).numpy()
-        dist_out[start:stop], index_out[start:stop] = _pick_nearest(exact, cand.numpy(), k)
+        del d2
+        for sub in range(0, stop - start, 256):  # recompute the candidates' distances directly
+            c = cand[sub:sub + 256]
+            exact = ((q[sub:sub + 256].double().unsqueeze(1) - t[c].double()) ** 2).sum(-1).numpy()
+            rows = slice(start + sub, start + sub + len(c))
+            dist_out[rows], index_out[rows] = _pick_nearest(exact, c.numpy(), k)
     return dist_out, index_out
 
 
@@ -97,13 +101,24 @@ def ivf_knn(x: np.ndarray, k: int, *, nprobe: int, seed: int, block_rows: int = 
         rows = np.arange(start, min(n, start + block_rows))
         dist_out[rows], index_out[rows] = search_ivf(index, x, rows, k, nprobe=nprobe)
     info["nprobe"] = int(index.nprobe)
-    _, lists = index.quantizer.search(x, 1)
-    info["lists"] = lists[:, 0]
+    info["lists"] = _list_of_rows(index, n)
     return dist_out, index_out, info
 
 
+def _list_of_rows(index, n: int) -> np.ndarray:
+    """The inverted list each row was added to (read back from the index)."""
+    import faiss
+
+    lists = np.zeros(n, dtype=np.int64)
+    for list_id in range(index.nlist):
+        size = index.invlists.list_size(list_id)
+        if size:
+            lists[faiss.rev_swig_ptr(index.invlists.get_ids(list_id), size)] = list_id
+    return lists
+
+
 def rerank_exact(array: np.ndarray, candidates: np.ndarray, k: int, *, normalize: bool,
-                 group: np.ndarray | None = None, block_rows: int = 4096, sub_block_rows: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                 group: np.ndarray | None = None, block_rows: int = 4096, sub_block_rows: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Keep, for every row, the ``k`` candidates nearest in the *full* embedding.
 
     ``candidates`` (n, c) come from a search in a reduced space (-1: none). Rows are visited in

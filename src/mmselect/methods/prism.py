@@ -15,7 +15,13 @@ import numpy as np
 from ..errors import BudgetError, NonFiniteFeaturesError
 from ..features.store import FeatureSet
 from ._kmeans import iter_row_blocks
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice, top_k_mask
+from .base import (
+    FeatureNeed,
+    SelectionMethod,
+    SelectionResult,
+    check_choice,
+    top_k_mask,
+)
 
 
 class Prism(SelectionMethod):
@@ -105,7 +111,7 @@ class Prism(SelectionMethod):
             "center": self.center,
             "scope": self.scope,
             "keep_text_only": bool(self.keep_text_only),
-            "image_records": int(len(image_rows)),
+            "image_records": len(image_rows),
             "text_only_records": n_text,
         }
         scores = -redundancy
