@@ -50,3 +50,19 @@ def test_mmssr_run_generates_scores_and_meets_the_budget(tmp_path, small_data, m
     manifest = json.loads((out / "features" / "manifest.json").read_text())
     # A random model's replies are not scores: every one is counted as unparsable, none crashes the run.
     assert manifest["mmssr"]["unparsable_scores_total"] == 2 * feats.n
+
+
+def test_user_brought_scores_skip_generation(tmp_path, small_data, mini_images):
+    feats = pipeline.extract(small_data, out=tmp_path / "f", model="tiny-llava", features=["tokens"],
+                             image_root=mini_images, progress=False)
+    rows = ["position,score_ocr,score_logic,styles"]
+    for i, position in enumerate(feats.column("position")):
+        rows.append(f'{position},{i % 6},{(5 * i) % 6},"yes/no, multi-choice"')
+    scores = tmp_path / "scores.csv"
+    scores.write_text("\n".join(rows) + "\n")
+    result = pipeline.select(tmp_path / "f", method="mmssr", budget=4, out=tmp_path / "o", scores=scores, data=small_data)
+    assert result.n_selected == 4
+    # Nothing scored above the threshold 0 comes after something that is: picks have positive scores.
+    ocr = np.array([i % 6 for i in range(feats.n)], dtype=float)
+    logic = np.array([(5 * i) % 6 for i in range(feats.n)], dtype=float)
+    assert (np.maximum(ocr, logic)[result.selected] > 0).all()

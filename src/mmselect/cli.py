@@ -192,13 +192,15 @@ def select(
     data: Optional[Path] = typer.Option(None, "--data", help="The dataset the features came from; writes the subset in its format."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     task_field: Optional[str] = typer.Option(None, "--task-field"),
+    scores: Optional[Path] = typer.Option(None, "--scores", help="Your own score_<capability>/styles file (CSV, JSONL, parquet; keyed by key or position), e.g. mmSSR scores computed elsewhere."),
 ):
     """Select from a features directory; no model needed."""
     from . import pipeline
 
     try:
         result = pipeline.select(
-            features, method=method, budget=budget, out=out, params=_parse_params(param), data=data, task_field=task_field
+            features, method=method, budget=budget, out=out, params=_parse_params(param), data=data,
+            task_field=task_field, scores=scores,
         )
     except MMSelectError as err:
         _fail(err)

@@ -174,14 +174,21 @@ def select(
     dataset: Dataset | None = None,
     rejected: list[dict[str, Any]] | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    scores: str | os.PathLike | None = None,
 ) -> SelectionResult:
     """Select from a features directory (or an in-memory :class:`FeatureSet`) and export.
 
     With ``data`` (or ``dataset``) the subset is written in the input's format and every input
     record is accounted for; without it, only ``selection.parquet`` and the manifest are written.
+    ``scores``: a file of your own ``score_<capability>`` / ``styles`` columns (CSV, JSONL or
+    parquet, keyed by ``key`` or ``position``), merged in before selection (mmSSR without generation).
     """
     started = time.time()
     featureset = features if isinstance(features, FeatureSet) else FeatureSet.load(features)
+    if scores is not None:
+        from .methods.mmssr import load_user_scores
+
+        featureset = featureset.with_columns(**load_user_scores(scores, featureset))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     params = dict(params or {})
