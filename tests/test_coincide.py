@@ -262,7 +262,7 @@ def test_bad_inputs():
     x = x.copy()
     x[17, 3] = np.nan
     features = FeatureSet.from_arrays(n=200, arrays={"coincide_embed": x})
-    for kmeans_dim in (None, 8):  # full width, and the projected k-means input
+    for kmeans_dim in (None, 8, "none"):  # full width, the projected k-means input, None from the CLI
         with pytest.raises(NonFiniteFeaturesError, match="17"):
             get_method("coincide", n_layers=2, kmeans_dim=kmeans_dim).select(features, 0.2)
 

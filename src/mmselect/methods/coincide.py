@@ -161,9 +161,9 @@ class Coincide(SelectionMethod):
         if self.n_clusters is not None and int(self.n_clusters) < 1:
             raise ConfigError(f"n_clusters must be >= 1, got {self.n_clusters}")
         for name in ("kmeans_dim", "kmeans_points_per_centroid"):
-            value = getattr(self, name)
+            value = _none(getattr(self, name))
             if not (value is None or value == "auto" or (isinstance(value, (int, np.integer)) and value >= 1)):
-                raise ConfigError(f"{name} must be None, 'auto' or a positive integer, got {value!r}")
+                raise ConfigError(f"{name} must be None (null), 'auto' or a positive integer, got {value!r}")
 
     def feature_needs(self):
         self._check_params()
@@ -329,10 +329,10 @@ class Coincide(SelectionMethod):
         n, width = emb.shape
         k_total = int(self.n_clusters) if self.n_clusters is not None else max(1, int(round(n / SAMPLES_PER_CLUSTER)))
         k_total = min(k_total, n)
-        dim = self.kmeans_dim
+        dim = _none(self.kmeans_dim)
         if dim == "auto":
             dim = 128 if width > 1024 else None
-        per_centroid = self.kmeans_points_per_centroid
+        per_centroid = _none(self.kmeans_points_per_centroid)
         if per_centroid == "auto":
             per_centroid = 16 if n > 200_000 else None
         backend = available_backend(self.backend)
@@ -379,6 +379,11 @@ class Coincide(SelectionMethod):
 
 
 # --- pieces (module level so that tests can reach them) -----------------------------------------
+def _none(value):
+    """``None`` also spelled as a string (``--param kmeans_dim=none``)."""
+    return None if isinstance(value, str) and value.lower() in ("none", "null") else value
+
+
 def _manifest_layers(manifest) -> int | None:
     """Number of layers of the ``coincide`` extraction recorded in a features manifest."""
     try:
