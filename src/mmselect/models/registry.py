@@ -55,6 +55,12 @@ for _preset in [
                 description="Qwen2.5-VL 3B Instruct, 36 layers, 2048-d"),
     ModelPreset("qwen2.5-vl-7b", "Qwen/Qwen2.5-VL-7B-Instruct", "qwen2.5-vl", "qwen2_vl",
                 description="Qwen2.5-VL 7B Instruct, 28 layers, 3584-d"),
+    # mmSSR's released scorer/styler (LLaVA-OneVision-7B fine-tunes, ChatML). They are published in the
+    # original LLaVA-NeXT layout; a checkpoint converted to the transformers layout loads like any other.
+    ModelPreset("mmssr-7b-scorer", "mengyaolyu/mmssr-7b-scorer", "llava-onevision", "chatml_image",
+                description="mmSSR capability scorer (for `--features mmssr-scores --scorer-model`)"),
+    ModelPreset("mmssr-7b-styler", "mengyaolyu/mmssr-7b-styler", "llava-onevision", "chatml_image",
+                description="mmSSR interaction-style tagger (for `--styler-model`)"),
     ModelPreset("tiny-llava", "tiny-llava", "llava", "vicuna_v1", dtype="float32", tiny=True,
                 description="offline test model, random weights (selections carry no meaning)"),
     ModelPreset("tiny-qwen2-vl", "tiny-qwen2-vl", "qwen2-vl", "qwen2_vl", dtype="float32", tiny=True,
