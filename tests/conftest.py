@@ -8,6 +8,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 REPO = Path(__file__).resolve().parents[1]
+# The tiny-model fixtures load on this device: MMSELECT_TEST_DEVICE=cuda runs the extraction tests on
+# a GPU (CI has none, so the default is the CPU).
+TEST_DEVICE = os.environ.get("MMSELECT_TEST_DEVICE", "cpu")
 MINI = REPO / "examples" / "mini"
 
 
@@ -51,14 +54,14 @@ def image_dir(tmp_path):
 def tiny_llava():
     from mmselect.models.registry import load_model
 
-    return load_model("tiny-llava")
+    return load_model("tiny-llava", device=TEST_DEVICE)
 
 
 @pytest.fixture(scope="session")
 def tiny_qwen():
     from mmselect.models.registry import load_model
 
-    return load_model("tiny-qwen2-vl")
+    return load_model("tiny-qwen2-vl", device=TEST_DEVICE)
 
 
 def copy_mini(tmp_path: Path) -> tuple[Path, Path]:

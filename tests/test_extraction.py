@@ -24,7 +24,7 @@ def _reference(bundle, samples):
     """Hidden states and per-sample answer NLL from a plain forward with labels."""
     rendered = [bundle.template.render([s]) for s in samples]
     images = [[load_image(p) for p in r.image_paths] for r in rendered]
-    batch = encode(bundle, rendered, images, 2048)
+    batch = encode(bundle, rendered, images, 2048).to(bundle.device)
     with torch.no_grad():
         out = bundle.model(**batch.inputs, output_hidden_states=True)
     logits = out.logits[:, :-1].float()
@@ -32,7 +32,7 @@ def _reference(bundle, samples):
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
     mask = batch.answer[:, 1:].float()
     answer_nll = (nll * mask).sum(1) / mask.sum(1)
-    return batch, out.hidden_states, answer_nll.numpy()
+    return batch, out.hidden_states, answer_nll.cpu().numpy()
 
 
 @pytest.mark.parametrize("which", ["tiny_llava", "tiny_qwen"])
@@ -48,13 +48,13 @@ def test_hooks_match_hidden_states_and_loss(which, samples, request, tmp_path):
     last = attention.long().cumsum(1).argmax(1)
     for row in range(len(samples)):
         # hidden_states[-1] is after the final norm: our pre-norm row, normed, must equal it.
-        ours = torch.from_numpy(fs.array("last_token")[row])
+        ours = torch.from_numpy(fs.array("last_token")[row]).to(bundle.device)
         assert torch.allclose(norm(ours[None])[0], hidden[-1][row, last[row]], atol=1e-4)
         # visual_mean reads block (L/8 - 1) = hidden_states[layer + 1], mean over image tokens.
         layer = max(0, round(n_layers / 8) - 1)
         if image[row].any():
             expected = hidden[layer + 1][row][image[row]].mean(0)
-            assert np.allclose(fs.array("visual_mean")[row], expected.numpy(), atol=1e-5)
+            assert np.allclose(fs.array("visual_mean")[row], expected.cpu().numpy(), atol=1e-5)
         else:
             assert not fs.array("visual_mean")[row].any()
     assert np.allclose(fs.column("answer_nll"), answer_nll, atol=1e-4)
@@ -103,7 +103,7 @@ def test_one_shot_stage_scores_the_query_after_its_demonstration(tiny_llava, sam
     gains: dict[int, list[float]] = {}
     for q, d in zip(query_idx, demo_idx):
         rendered = tiny_llava.template.render([picked[d], picked[q]], label=[False, True])
-        batch = encode(tiny_llava, [rendered], [[load_image(p) for p in rendered.image_paths]], 2048)
+        batch = encode(tiny_llava, [rendered], [[load_image(p) for p in rendered.image_paths]], 2048).to(tiny_llava.device)
         # Only the query's answers are scored; the demonstration's are context.
         assert int(batch.answer.sum()) < int(encode(tiny_llava, [tiny_llava.template.render([picked[d], picked[q]])],
                                                         [[load_image(p) for p in rendered.image_paths]], 2048).answer.sum())

@@ -83,6 +83,7 @@ def _summary(out: Path, result) -> None:
         console.print(f"  rejected:  {out / 'rejected.jsonl'}")
 
 
+DeviceOpt = typer.Option("auto", "--device", help="auto (the first CUDA GPU if there is one, else cpu), cpu, cuda, cuda:1, ...")
 ModelOpt = typer.Option("tiny-llava", "--model", "-m", help="Preset name (`mmselect models`), Hugging Face id, or local directory.")
 
 
@@ -97,7 +98,7 @@ def run(
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     task_field: Optional[str] = typer.Option(None, "--task-field", help="Record field holding the task/source label (default: first directory of the image path; 'text' for text-only)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record instead of rejecting it."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    device: str = DeviceOpt,
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
     batch_size: int = typer.Option(8, "--batch-size"),
     max_length: int = typer.Option(2048, "--max-length", help="Tokens per sample; longer samples are truncated (text only)."),
@@ -131,7 +132,7 @@ def extract(
     model: str = ModelOpt,
     task_field: Optional[str] = typer.Option(None, "--task-field"),
     strict: bool = typer.Option(False, "--strict"),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = DeviceOpt,
     dtype: str = typer.Option("auto", "--dtype"),
     batch_size: int = typer.Option(8, "--batch-size"),
     shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),

@@ -43,7 +43,7 @@ def extract(
     task_field: str | None = None,
     strict: bool = False,
     revision: str | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
     batch_size: int = 8,
@@ -68,8 +68,9 @@ def extract(
     """
     from .features.extract import extract_features
     from .features.reducers import FEATURES
-    from .models.registry import load_model
+    from .models.registry import load_model, resolve_device
 
+    device = resolve_device(device)
     names = list(features or [])
     for method_name in methods or []:
         for name in get_method(method_name).extract_features():

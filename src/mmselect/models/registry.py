@@ -142,6 +142,15 @@ def _load_processor(source: str, family: str, revision: str | None, trust_remote
     )
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: the first CUDA GPU when there is one, else the CPU; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: torch sees no CUDA GPU (torch {torch.__version__})")
+    return device
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -155,7 +164,7 @@ def load_model(
     name_or_path: str,
     *,
     revision: str | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
@@ -163,10 +172,13 @@ def load_model(
 ) -> ModelBundle:
     """Load a preset, a Hugging Face id or a local directory.
 
-    Tiny presets are built locally on first use (no download). ``dtype="auto"``: bfloat16 on a
-    GPU, float32 on the CPU (bfloat16 is slower than float32 on most CPUs).
+    Tiny presets are built locally on first use (no download). ``device="auto"``: the first CUDA
+    GPU if there is one. ``dtype="auto"``: bfloat16 on a GPU, float32 on the CPU (bfloat16 is
+    slower than float32 on most CPUs).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
+
+    device = resolve_device(device)
 
     preset = PRESETS.get(name_or_path)
     if preset is not None and preset.tiny:

@@ -97,45 +97,51 @@ def image_only_qwen2_5_vl_processor():
     return _image_only_qwen_processor(Qwen2_5_VLProcessor)
 
 
-def _build_tiny_llava(directory: Path) -> None:
+def build_llava(
+    directory: Path, *, text: dict, vision: dict, image_size: int, patch_size: int,
+    device: str = "cpu", dtype: torch.dtype = torch.float32,
+) -> None:
+    """A LLaVA-1.5-style model (CLIP vision tower, Llama decoder) with random weights and a tokenizer
+    trained on the fly; ``text``/``vision`` are config sizes. Building on a GPU is much faster for
+    full-size architectures (benchmarks)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tokenizer = _tokenizer(["<image>"])
     processor = LlavaProcessor(
-        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        image_processor=CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        ),
         tokenizer=tokenizer,
-        patch_size=8,
+        patch_size=patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
         chat_template=_VICUNA_TEMPLATE,
     )
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
-        ),
+        vision_config=CLIPVisionConfig(image_size=image_size, patch_size=patch_size, **vision),
         text_config=LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=2048,
+            **{"vocab_size": len(tokenizer), **text},
             pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
         ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=16,
+        image_seq_length=(image_size // patch_size) ** 2,
         vision_feature_layer=-2,
     )
-    model = LlavaForConditionalGeneration(config).eval()
+    with torch.device(device):
+        model = LlavaForConditionalGeneration(config).to(dtype).eval()
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
 
 
-def _build_tiny_qwen2_vl(directory: Path) -> None:
+def build_qwen2_vl(
+    directory: Path, *, text: dict, vision: dict, min_pixels: int, max_pixels: int,
+    device: str = "cpu", dtype: torch.dtype = torch.float32,
+) -> None:
+    """A Qwen2-VL model with random weights, a tokenizer trained on the fly and an image-only
+    processor; ``text``/``vision`` are config sizes (``text`` includes ``rope_parameters``)."""
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -148,33 +154,85 @@ def _build_tiny_qwen2_vl(directory: Path) -> None:
         )
     )
     processor = image_only_qwen2_vl_processor()(
-        Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112),
+        Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels),
         tokenizer,
         chat_template=_CHATML_TEMPLATE.replace("{{ image_text }}", "<|vision_start|><|image_pad|><|vision_end|>"),
     )
     config = Qwen2VLConfig(
-        text_config=dict(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=4096,
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
-        ),
-        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2),
+        text_config={
+            "vocab_size": len(tokenizer),
+            **text,
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        vision_config=vision,
         **ids,
     )
-    model = Qwen2VLForConditionalGeneration(config).eval()
+    with torch.device(device):
+        model = Qwen2VLForConditionalGeneration(config).to(dtype).eval()
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
 
 
-TINY_BUILDERS = {"tiny-llava": _build_tiny_llava, "tiny-qwen2-vl": _build_tiny_qwen2_vl}
+# Config sizes: the tiny test models, and real architectures for benchmarks (random weights have the
+# real model's FLOPs). Real sizes follow the published configs.
+ARCHITECTURES: dict[str, tuple] = {
+    "tiny-llava": (build_llava, dict(
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=2048),
+        image_size=32, patch_size=8,
+    )),
+    "tiny-qwen2-vl": (build_qwen2_vl, dict(
+        vision=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2),
+        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=4096,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
+        min_pixels=56 * 56, max_pixels=112 * 112,
+    )),
+    "llava-1.5-7b-like": (build_llava, dict(
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+        text=dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096),
+        image_size=336, patch_size=14,
+    )),
+    "llava-1.5-13b-like": (build_llava, dict(
+        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+        text=dict(vocab_size=32064, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                  num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096),
+        image_size=336, patch_size=14,
+    )),
+    "llava-onevision-0.5b-like": (build_llava, dict(
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        text=dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                  num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096),
+        image_size=224, patch_size=16,
+    )),
+    "qwen2-vl-2b-like": (build_qwen2_vl, dict(
+        vision=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4),
+        text=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                  num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
+        min_pixels=56 * 56, max_pixels=28 * 28 * 1280,
+    )),
+    "qwen2-vl-7b-like": (build_qwen2_vl, dict(
+        vision=dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4),
+        text=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                  num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
+        min_pixels=56 * 56, max_pixels=28 * 28 * 1280,
+    )),
+}
+
+
+def build_architecture(name: str, directory: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    """Write architecture ``name`` (see ``ARCHITECTURES``) with random weights to ``directory``."""
+    builder, sizes = ARCHITECTURES[name]
+    builder(Path(directory), device=device, dtype=dtype, **sizes)
+
+
+TINY_MODELS = ("tiny-llava", "tiny-qwen2-vl")
 
 
 def tiny_cache_dir() -> Path:
@@ -187,8 +245,8 @@ def build_tiny_model(name: str, directory: str | os.PathLike | None = None, seed
 
     Building is deterministic (fixed seed); an existing complete copy is reused.
     """
-    if name not in TINY_BUILDERS:
-        raise KeyError(f"unknown tiny model {name!r}; known: {sorted(TINY_BUILDERS)}")
+    if name not in TINY_MODELS:
+        raise KeyError(f"unknown tiny model {name!r}; known: {list(TINY_MODELS)}")
     target = Path(directory) if directory is not None else tiny_cache_dir() / f"{name}-v{TINY_VERSION}-s{seed}"
     marker = target / ".complete"
     if marker.exists():
@@ -197,7 +255,7 @@ def build_tiny_model(name: str, directory: str | os.PathLike | None = None, seed
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        TINY_BUILDERS[name](target)
+        build_architecture(name, target)
     finally:
         torch.random.set_rng_state(state)
     marker.write_text("ok\n")
