@@ -288,7 +288,7 @@ def test_layers_from_manifest_and_transferability_of_computed_centroids():
 
 
 def test_row_reading_from_a_memory_mapped_file(tmp_path):
-    from mmselect.methods._kmeans import gather_rows, iter_row_blocks, read_rows
+    from mmselect.features.rows import gather_rows, iter_row_blocks, read_rows
 
     data = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float16)
     np.save(tmp_path / "a.npy", data)

@@ -15,16 +15,9 @@ import time
 import numpy as np
 
 from ..errors import ConfigError, DataFormatError, NonFiniteFeaturesError
+from ..features.rows import cast, gather_rows, read_rows, release_memory
 from ..features.store import FeatureSet
-from ._kmeans import (
-    NonFiniteRowsError,
-    available_backend,
-    cast,
-    gather_rows,
-    read_rows,
-    release_memory,
-    spherical_kmeans,
-)
+from ._kmeans import NonFiniteRowsError, available_backend, spherical_kmeans
 from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
 
 # Official ratio: K = 10,000 clusters for LLaVA-665K, about 67 samples per cluster.

@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from ..errors import BudgetError, NonFiniteFeaturesError
+from ..features.rows import iter_row_blocks
 from ..features.store import FeatureSet
-from ._kmeans import iter_row_blocks
 from .base import (
     FeatureNeed,
     SelectionMethod,

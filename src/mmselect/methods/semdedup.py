@@ -2,8 +2,8 @@
 (Abbas et al., arXiv 2303.09540), with the threshold eps found from the budget.
 
 Also home of helpers shared with :mod:`mmselect.methods.d2_pruning`: reading rows of a
-(memory-mapped, float16) embedding matrix as float32 (built on the streaming functions of
-:mod:`mmselect.methods._kmeans`), a randomized PCA that streams the rows, and a stopwatch for
+(memory-mapped, float16) embedding matrix as float32 (built on the row readers of
+:mod:`mmselect.features.rows`), a randomized PCA that streams the rows, and a stopwatch for
 per-stage timings.
 """
 
@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..features.rows import gather_rows, release_pages
 from ..features.store import FeatureSet
-from ._kmeans import gather_rows, l2_normalize, release_pages, spherical_kmeans
+from ._kmeans import l2_normalize, spherical_kmeans
 from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice, top_k_mask
 
 LLAVA_665K = 665_298  # samples in LLaVA-1.5's llava_v1_5_mix665k.json
