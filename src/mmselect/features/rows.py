@@ -192,3 +192,37 @@ def iter_row_blocks(
                 block = block.copy()
             yield np.arange(start, stop), block
 
+
+# Rows read at once by :func:`nonfinite_rows` when not told (bytes in the stored dtype).
+_SCAN_BLOCK_BYTES = 64 << 20
+
+
+def _nonfinite_in_block(block: np.ndarray) -> np.ndarray:
+    """Boolean per row of a C-contiguous 2-D block: the row holds NaN or inf."""
+    if block.dtype == np.float16:
+        # all exponent bits set <=> NaN or inf; about 3x faster than np.isfinite on float16
+        return np.bitwise_and(block.view(np.uint16), 0x7C00).max(axis=1, initial=0) == 0x7C00
+    return ~np.isfinite(block).all(axis=1)
+
+
+def nonfinite_rows(x, block_rows: int | None = None) -> np.ndarray:
+    """Row numbers (ascending, int64) of the rows of the 2-D array ``x`` that hold NaN or inf.
+
+    ``x`` is scanned in blocks of ``block_rows`` rows (default: about 64 MiB of stored data per
+    block) in its stored dtype. A memory-mapped ``.npy`` is read with :func:`iter_row_blocks`
+    (``pread``, never through the mapping), so the resident set stays at two blocks however
+    large the file. Arrays of integers or booleans have no such rows."""
+    if x.dtype.kind not in "fc":
+        return np.empty(0, dtype=np.int64)
+    n = x.shape[0]
+    if block_rows is None:
+        row_bytes = max(1, int(np.prod(x.shape[1:])) * x.dtype.itemsize)
+        block_rows = max(1, _SCAN_BLOCK_BYTES // row_bytes)
+    block_rows = max(1, int(block_rows))
+    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap):  # in memory: plain slices
+        blocks = ((np.arange(s, min(n, s + block_rows)), x[s : s + block_rows]) for s in range(0, n, block_rows))
+    else:
+        blocks = iter_row_blocks(x, None, block_rows, dtype=x.dtype)
+    bad = [positions[_nonfinite_in_block(np.ascontiguousarray(block))] for positions, block in blocks]
+    bad = [part for part in bad if len(part)]
+    return np.concatenate(bad).astype(np.int64, copy=False) if bad else np.empty(0, dtype=np.int64)

@@ -7,7 +7,8 @@ Layout (documented in ``docs/features-format.md``)::
       <name>.npy        2-D arrays aligned with the rows of samples.parquet (float16 or float32)
       manifest.json     model, revision, feature specs, library versions
 
-Arrays are opened memory-mapped, so a 27 GB embedding matrix is streamed, not loaded.
+Arrays are opened memory-mapped, so a 27 GB embedding matrix is streamed, not loaded (with the
+readers of :mod:`mmselect.features.rows`, which keep its pages out of the resident set).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import MissingFeaturesError, NonFiniteFeaturesError
+from .rows import nonfinite_rows
 
 SAMPLES_FILE = "samples.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -212,8 +214,13 @@ class FeatureSet:
                 f"method '{method}' needs features that are missing{where}:\n" + "\n".join(missing)
             )
 
-    def check_finite(self, needs: Iterable, block_rows: int = 65536) -> None:
-        """Refuse NaN/inf in the numeric features a method reads, naming the offending keys."""
+    def check_finite(self, needs: Iterable, block_rows: int | None = None) -> None:
+        """Refuse NaN/inf in the numeric features a method reads, naming the offending keys.
+
+        Every :class:`~mmselect.methods.base.FeatureNeed` with ``finite=True`` is checked: a
+        column in memory, an array streamed in blocks of ``block_rows`` rows (default: about
+        64 MiB each) with :func:`~mmselect.features.rows.nonfinite_rows`, which reads a
+        memory-mapped ``.npy`` with ``pread`` so that its pages do not stay resident."""
         for need in needs:
             if not need.finite:
                 continue
@@ -223,12 +230,7 @@ class FeatureSet:
                     continue
                 bad = np.flatnonzero(~np.isfinite(values))
             else:
-                values = self.array(need.name)
-                bad_parts = []
-                for start in range(0, self.n, block_rows):
-                    block = np.asarray(values[start : start + block_rows])
-                    bad_parts.append(start + np.flatnonzero(~np.isfinite(block).all(axis=1)))
-                bad = np.concatenate(bad_parts) if bad_parts else np.array([], dtype=int)
+                bad = nonfinite_rows(self.array(need.name), block_rows)
             if len(bad):
                 shown = ", ".join(map(str, self.keys[bad[:10]]))
                 more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""

@@ -160,8 +160,13 @@ class Coincide(SelectionMethod):
 
     def feature_needs(self):
         self._check_params()
-        # Finiteness is checked while the rows are streamed (a separate pass over a 27 GB array
-        # would cost a full read).
+        # NaN has no meaning here (the extraction gives text-only rows a zero visual half, not
+        # NaN), but the check is left to the passes the method makes anyway, which refuse NaN/inf
+        # with the keys: the k-means pass (l2_normalize) and the per-cluster pass (_kernel_of),
+        # which reads every row whether the clusters are computed or given. finite=True would
+        # read the whole array (27 GB at 665k) a second time. Both passes see the rows as the
+        # method compares them: with text_only="separate", the visual half of a text-only row is
+        # dropped first, so a NaN there (never used) is not refused.
         return [FeatureNeed("coincide_embed", "array", "coincide", finite=False)]
 
     # --- selection ----------------------------------------------------------------------------

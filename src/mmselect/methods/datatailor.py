@@ -199,7 +199,9 @@ class DataTailor(SelectionMethod):
         return [
             FeatureNeed("sve", "column", "spectrum"),
             FeatureNeed("sv_top_ratio", "column", "spectrum"),
-            # Checked for NaN/inf while it is read, block by block (one pass instead of two).
+            # NaN has no meaning here, but the check is left to RowReader: every row belongs to
+            # exactly one task and is read once, into memory, and refused there if not finite.
+            # finite=True would read the whole array (5.4 GB at 665k) a second time.
             FeatureNeed("last_token", "array", "last_token", finite=False),
             FeatureNeed("rounds", "column", None),
         ]
