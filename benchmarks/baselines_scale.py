@@ -38,11 +38,11 @@ import platform
 import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _measure import Monitor, proc_status
 
 METHODS = ["ifd", "el2n", "clip-score", "semdedup", "d2-pruning"]
 BLOCK = 16_384
@@ -99,43 +99,6 @@ def generate(out: Path, n: int, dim: int, seed: int = 0, rank: int = 256) -> Pat
 
 
 # --- one run, in this process ---------------------------------------------------------------------
-class RssSampler(threading.Thread):
-    def __init__(self, interval: float = 0.05):
-        super().__init__(daemon=True)
-        self.interval = interval
-        self.samples: list[tuple[float, int, float]] = []  # (wall clock, VmRSS kB, process CPU s)
-        self._halt = threading.Event()
-
-    @staticmethod
-    def rss_kb(field: str = "VmRSS") -> int:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        return 0
-
-    def run(self):
-        while not self._halt.is_set():
-            self.samples.append((time.perf_counter(), self.rss_kb(), time.process_time()))
-            time.sleep(self.interval)
-
-    def stop(self):
-        self._halt.set()
-        self.join()
-
-    def peak_gb(self, start: float, stop: float) -> float | None:
-        inside = [rss for t, rss, _ in self.samples if start <= t <= stop]
-        if not inside:  # a stage shorter than the sampling interval: the last sample before its end
-            inside = [rss for t, rss, _ in self.samples if t <= stop][-1:]
-        return round(max(inside) / 2**20, 2) if inside else None
-
-    def cpu_s(self, start: float, stop: float) -> float | None:
-        """Process CPU seconds (all threads) between two wall-clock instants (nearest samples)."""
-        before = [cpu for t, _, cpu in self.samples if t <= start][-1:]
-        after = [cpu for t, _, cpu in self.samples if t >= stop][:1]
-        return round(after[0] - before[0], 1) if before and after else None
-
-
 def parse_value(text: str):
     for cast in (int, float):
         try:
@@ -151,8 +114,7 @@ def run_one(features: Path, method_name: str, params: dict, budget: str) -> dict
     from mmselect.features.store import FeatureSet
     from mmselect.methods import get_method
 
-    sampler = RssSampler()
-    sampler.start()
+    sampler = Monitor()
     t0 = time.perf_counter()
     fs = FeatureSet.load(features)
     t1 = time.perf_counter()
@@ -162,13 +124,22 @@ def run_one(features: Path, method_name: str, params: dict, budget: str) -> dict
     time.sleep(2 * sampler.interval)  # one more sample after the end
     sampler.stop()
     timings = result.info.get("timings_s", {})
+
+    def peak_gb(start, stop):
+        peak = sampler.peak_between(start, stop)
+        return None if peak is None else round(peak / 2**30, 2)
+
+    def cpu_s(start, stop):
+        cpu = sampler.cpu_between(start, stop)
+        return None if cpu is None else round(cpu, 1)
+
     stages = []
     cursor = t2 - sum(timings.values())
-    stages.append({"stage": "check", "s": round(cursor - t1, 2), "cpu_s": sampler.cpu_s(t1, cursor),
-                   "peak_rss_gb": sampler.peak_gb(t1, cursor)})
+    stages.append({"stage": "check", "s": round(cursor - t1, 2), "cpu_s": cpu_s(t1, cursor),
+                   "peak_rss_gb": peak_gb(t1, cursor)})
     for name, seconds in timings.items():
-        stages.append({"stage": name, "s": round(seconds, 2), "cpu_s": sampler.cpu_s(cursor, cursor + seconds),
-                       "peak_rss_gb": sampler.peak_gb(cursor, cursor + seconds)})
+        stages.append({"stage": name, "s": round(seconds, 2), "cpu_s": cpu_s(cursor, cursor + seconds),
+                       "peak_rss_gb": peak_gb(cursor, cursor + seconds)})
         cursor += seconds
     keep = ("eps", "kept_at_eps", "knn", "n_clusters", "ivf", "pca", "mean_forward_weight", "n_eligible",
             "filled_above_threshold", "n_without_score")
@@ -184,11 +155,11 @@ def run_one(features: Path, method_name: str, params: dict, budget: str) -> dict
         "selected": result.n_selected,
         "load_s": round(t1 - t0, 2),
         "select_s": round(t2 - t1, 2),
-        "select_cpu_s": sampler.cpu_s(t1, t2),
+        "select_cpu_s": cpu_s(t1, t2),
         "stages": stages,
         # VmHWM: high-water mark of this process image. ru_maxrss is kept for reference, but on
         # Linux it carries over the parent's peak across fork + exec.
-        "peak_rss_gb": round(RssSampler.rss_kb("VmHWM") / 2**20, 2),
+        "peak_rss_gb": round(proc_status("VmHWM") / 2**30, 2),
         "ru_maxrss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "threads": torch.get_num_threads(),
         "loadavg_1min_at_end": round(os.getloadavg()[0], 2),

@@ -31,12 +31,12 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+from _measure import Monitor
 
 LATENT = 64
 TEXT_ONLY_FRACTION = 40688 / 665298
@@ -148,62 +148,7 @@ def generate(workdir: Path, n: int, width: int, layers: int, seed: int, workers:
 # ----------------------------------------------------------------------------------------------
 # measurement
 # ----------------------------------------------------------------------------------------------
-def _read_bytes() -> int:
-    """Bytes this process has read from storage (page-cache hits excluded)."""
-    try:
-        with open("/proc/self/io") as handle:
-            for line in handle:
-                if line.startswith("read_bytes:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class Sampler(threading.Thread):
-    """Peak RSS (sampled every 50 ms) per stage; ``mark(name)`` closes the running stage."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak = 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.stages: list[dict] = []
-        self.t_last = time.perf_counter()
-        self.cpu_last = _cpu_seconds()
-        self.read_last = _read_bytes()
-
-    def run(self):
-        while not self.done.is_set():
-            value = rss_bytes()
-            with self.lock:
-                self.peak = max(self.peak, value)
-            time.sleep(0.05)
-
-    def mark(self, name: str) -> None:
-        now, value = time.perf_counter(), rss_bytes()
-        with self.lock:
-            peak, self.peak = max(self.peak, value), value
-        cpu, read = _cpu_seconds(), _read_bytes()
-        self.stages.append({"stage": name, "seconds": now - self.t_last, "cpu_seconds": cpu - self.cpu_last,
-                            "disk_read": read - self.read_last, "peak_rss": peak})
-        self.t_last, self.cpu_last, self.read_last = now, cpu, read
-
-
-def _instrument(sampler: Sampler) -> None:
+def _instrument(sampler: Monitor) -> None:
     """Close a stage when each of COINCIDE's internal steps returns."""
     from mmselect.methods import coincide as module
 
@@ -229,8 +174,7 @@ def run_selection(workdir: Path, budget: str, params: dict) -> dict:
     from mmselect.features.store import FeatureSet
     from mmselect.methods import get_method
 
-    sampler = Sampler()
-    sampler.start()
+    sampler = Monitor()
     _instrument(sampler)
     t0 = time.perf_counter()
     features = FeatureSet.load(workdir)
@@ -239,7 +183,7 @@ def run_selection(workdir: Path, budget: str, params: dict) -> dict:
     result = method.select(features, budget)
     sampler.mark("greedy MMD + output")
     total = time.perf_counter() - t0
-    sampler.done.set()
+    sampler.stop()
     clusters = result.info["clusters"]
     return {
         "n": features.n,

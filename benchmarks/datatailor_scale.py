@@ -24,11 +24,11 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _measure import Monitor, cpu_seconds
 
 BLOCKS = (57669, 23240, 76803, 82783, 8998, 66160, 48447, 86417, 72140, 80000, 21953, 40688)
 LATENT = 64
@@ -130,53 +130,10 @@ def generate(workdir: Path, scale: float, seed: int = 0, dim: int = 4096) -> dic
 # ----------------------------------------------------------------------------------------------
 # measurement
 # ----------------------------------------------------------------------------------------------
-def rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class RssSampler(threading.Thread):
-    """Samples the resident set size every ``interval`` s; ``take()`` returns the peak since last call."""
-
-    def __init__(self, interval: float = 0.05):
-        super().__init__(daemon=True)
-        self.interval = interval
-        self.peak = 0
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.loads = []  # 1-minute load average, sampled every second (other processes share the CPU)
-
-    def run(self):
-        last_load = 0.0
-        while not self.stopped.is_set():
-            value = rss_bytes()
-            with self.lock:
-                self.peak = max(self.peak, value)
-            now = time.monotonic()
-            if now - last_load >= 1.0:
-                self.loads.append(os.getloadavg()[0])
-                last_load = now
-            time.sleep(self.interval)
-
-    def take(self) -> int:
-        value = rss_bytes()
-        with self.lock:
-            peak, self.peak = max(self.peak, value), value
-        return peak
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 class StageLog(logging.Handler):
     """Collects the method's per-task stage records with the peak RSS and CPU time of each stage."""
 
-    def __init__(self, sampler: RssSampler):
+    def __init__(self, sampler: Monitor):
         super().__init__(logging.INFO)
         self.sampler = sampler
         self.rows = []
@@ -199,8 +156,7 @@ def run_selection(workdir: Path, budget: str, params: dict) -> dict:
     from mmselect.features.store import FeatureSet
     from mmselect.methods import get_method
 
-    sampler = RssSampler()
-    sampler.start()
+    sampler = Monitor()
     handler = StageLog(sampler)
     logger = logging.getLogger("mmselect.methods.datatailor")
     logger.addHandler(handler)
@@ -216,7 +172,7 @@ def run_selection(workdir: Path, budget: str, params: dict) -> dict:
     result = method.select(features, budget)
     select_seconds = time.perf_counter() - t1
     select_cpu = cpu_seconds() - c1
-    sampler.stopped.set()
+    sampler.stop()
     by_stage = {}
     for row in handler.rows:
         agg = by_stage.setdefault(row["stage"], {"stage": row["stage"], "seconds": 0.0, "cpu_seconds": 0.0, "peak_rss": 0})

@@ -22,11 +22,11 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+from _measure import Monitor
 
 BLOCKS = (57669, 23240, 76803, 82783, 8998, 66160, 48447, 86417, 72140, 80000, 21953, 40688)
 LATENT = 64
@@ -84,50 +84,12 @@ def generate(workdir: Path, n: int, dim: int, seed: int) -> None:
     print(f"generated {n} x {dim} float16 ({path.stat().st_size / 1e9:.1f} GB) in {time.perf_counter() - started:.0f}s")
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class Sampler(threading.Thread):
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak, self.lock, self.done = 0, threading.Lock(), threading.Event()
-        self.stages: list[dict] = []
-        self.t_last = time.perf_counter()
-        self.cpu_last = _cpu_seconds()
-
-    def run(self):
-        while not self.done.is_set():
-            value = rss_bytes()
-            with self.lock:
-                self.peak = max(self.peak, value)
-            time.sleep(0.05)
-
-    def mark(self, name: str) -> None:
-        now, value = time.perf_counter(), rss_bytes()
-        with self.lock:
-            peak, self.peak = max(self.peak, value), value
-        cpu = _cpu_seconds()
-        self.stages.append({"stage": name, "seconds": now - self.t_last, "cpu_seconds": cpu - self.cpu_last, "peak_rss": peak})
-        self.t_last, self.cpu_last = now, cpu
-
-
 def run_selection(workdir: Path, budget: str, params: dict) -> dict:
     from mmselect.features.store import FeatureSet
     from mmselect.methods import get_method
     from mmselect.methods import prism as module
 
-    sampler = Sampler()
-    sampler.start()
+    sampler = Monitor()
     inner = module.iter_row_blocks
     count = {"passes": 0}
 
@@ -143,7 +105,7 @@ def run_selection(workdir: Path, budget: str, params: dict) -> dict:
     result = get_method("prism", **params).select(features, budget)
     sampler.mark("ranking + output")
     total = time.perf_counter() - t0
-    sampler.done.set()
+    sampler.stop()
     stages = sampler.stages
     if len(stages) > 8:  # per-task scope: many small passes; summarise them
         passes = [s for s in stages if s["stage"].startswith("streamed")]
