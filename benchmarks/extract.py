@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--batch-size", default="8", help="one or several, comma-separated")
     parser.add_argument("--image-size", default="640x480", help="WxH the example images are resized to")
     parser.add_argument("--max-length", type=int, default=4096)
+    parser.add_argument("--prefetch", default="auto",
+                        help="batches prepared ahead in a background thread; auto (2 on a GPU, 0 on the CPU) or "
+                             "several, comma-separated, to compare")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
@@ -69,10 +72,11 @@ def main() -> None:
 
         for names in args.features or [DEFAULT_FEATURES]:
             for batch_size in (int(b) for b in args.batch_size.split(",")):
-                _report(args, device, bundle, load_seconds, samples, names, batch_size, Path(workdir))
+                for prefetch in (None if p == "auto" else int(p) for p in args.prefetch.split(",")):
+                    _report(args, device, bundle, load_seconds, samples, names, batch_size, prefetch, Path(workdir))
 
 
-def _report(args, device, bundle, load_seconds, samples, names, batch_size, workdir) -> None:
+def _report(args, device, bundle, load_seconds, samples, names, batch_size, prefetch, workdir) -> None:
     from mmselect.features.extract import extract_features
 
     def timed(batch, cache):
@@ -81,12 +85,13 @@ def _report(args, device, bundle, load_seconds, samples, names, batch_size, work
             torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         result = extract_features(batch, bundle, names.split(","), cache_dir=workdir / cache, batch_size=batch_size,
-                                  shard_size=max(len(batch), 1), max_length=args.max_length, progress=False)
+                                  shard_size=max(len(batch), 1), max_length=args.max_length, progress=False,
+                                  prefetch=prefetch)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return result, time.perf_counter() - started
 
-    tag = f"{names}-{batch_size}"
+    tag = f"{names}-{batch_size}-{prefetch}"
     timed(samples[:batch_size], f"warm-{tag}")  # kernel selection, lazy initialisation: not counted
     (featureset, rejected), seconds = timed(samples, f"cache-{tag}")
     tokens = int(featureset.column("n_tokens").sum())
@@ -99,6 +104,7 @@ def _report(args, device, bundle, load_seconds, samples, names, batch_size, work
         "samples": featureset.n,
         "rejected": len(rejected),
         "batch_size": batch_size,
+        "prefetch": "auto" if prefetch is None else prefetch,
         "seconds": round(seconds, 3),
         "samples_per_s": round(featureset.n / seconds, 2),
         "tokens_per_s": round(tokens / seconds, 1),

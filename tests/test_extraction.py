@@ -93,6 +93,37 @@ def test_truncation_rejects_only_samples_whose_image_does_not_fit(tiny_llava, sa
     assert all("max_length=70" in reason for reason in reasons.values())
 
 
+@pytest.mark.parametrize("max_length", [2048, 70])
+def test_prefetching_batches_changes_nothing(tiny_qwen, samples, tmp_path, max_length):
+    """Preparing batches ahead in a thread gives the same rows, values and rejections, in order,
+    also when a batch has to be split because some of its samples cannot be encoded."""
+    names = ["last_token", "answer_nll", "ifd"]
+    runs = [extract_features(samples, tiny_qwen, names, cache_dir=tmp_path / f"p{depth}", batch_size=2,
+                             max_length=max_length, progress=False, prefetch=depth) for depth in (0, 2)]
+    (plain, plain_rejected), (ahead, ahead_rejected) = runs
+    assert plain_rejected == ahead_rejected and list(plain.keys) == list(ahead.keys)
+    assert bool(plain_rejected) == (max_length == 70) and plain.n > 0
+    assert np.array_equal(plain.array("last_token"), ahead.array("last_token"))
+    for column in ("answer_nll", "answer_nll_noinstr", "n_tokens"):
+        assert np.array_equal(plain.column(column), ahead.column(column), equal_nan=True)
+
+
+def test_prefetched_keeps_order_and_bounds_the_lookahead():
+    from mmselect.features.extract import prefetched
+
+    started = []
+
+    def prepare(item):
+        started.append(item)
+        return item * 10
+
+    results = []
+    for ready in prefetched(list(range(7)), prepare, depth=2):
+        results.append(ready)
+        assert len(started) <= len(results) + 2  # never more than `depth` prepared ahead
+    assert results == [i * 10 for i in range(7)] and started == list(range(7))
+
+
 def test_one_shot_stage_scores_the_query_after_its_demonstration(tiny_llava, samples, tmp_path):
     from mmselect.methods.clipper import clipper_pairs
 

@@ -65,7 +65,7 @@ def test_demonstration_answers_are_context_not_targets():
 @pytest.mark.parametrize("tiny,family,template", [("tiny-llava", "llava", "vicuna_v1"), ("tiny-qwen2-vl", "qwen2-vl", "qwen2_vl")])
 def test_local_directory_loads_through_auto_classes(tmp_path, tiny, family, template):
     directory = build_tiny_model(tiny, tmp_path / tiny)
-    bundle = load_model(str(directory))
+    bundle = load_model(str(directory), device="cpu")
     assert bundle.family == family and bundle.template.name == template
     assert hasattr(bundle.processor, "image_processor")  # never a bare tokenizer
     assert bundle.describe()["dtype"] == "float32"

@@ -31,13 +31,20 @@ class EncodedBatch:
     def batch_size(self) -> int:
         return self.attention.shape[0]
 
-    def to(self, device) -> "EncodedBatch":
+    def _map(self, fn) -> "EncodedBatch":
         return EncodedBatch(
-            {k: v.to(device) if torch.is_tensor(v) else v for k, v in self.inputs.items()},
-            self.attention.to(device),
-            self.image.to(device),
-            self.answer.to(device),
+            {k: fn(v) if torch.is_tensor(v) else v for k, v in self.inputs.items()},
+            fn(self.attention),
+            fn(self.image),
+            fn(self.answer),
         )
+
+    def to(self, device, non_blocking: bool = False) -> "EncodedBatch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "EncodedBatch":
+        """Page-locked copies, so the copy to a GPU can overlap the previous batch's compute."""
+        return self._map(torch.Tensor.pin_memory)
 
 
 def load_image(path: str) -> Image.Image:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -91,8 +93,22 @@ class PairSample:
         return self.demo.n_images + self.query.n_images
 
 
+@dataclass
+class PreparedBatch:
+    kept: list[int]  # rows of the batch that rendered and loaded
+    rejected: list[tuple[int, str]]
+    rendered: list[Rendered]
+    images: list[list]
+    batch: EncodedBatch | None  # None: the kept rows could not be encoded together
+
+
 class Extractor:
-    """Runs the model over samples and collects the requested features."""
+    """Runs the model over samples and collects the requested features.
+
+    ``prefetch``: batches prepared ahead (rendering, image decoding, tokenization) in one background
+    thread while the device runs the current one; ``None`` = 2 on a GPU, 0 on the CPU (where both
+    halves compete for the same cores).
+    """
 
     def __init__(
         self,
@@ -102,8 +118,10 @@ class Extractor:
         batch_size: int = 8,
         max_length: int = 2048,
         array_dtype: str = "float32",
+        prefetch: int | None = None,
     ):
         self.bundle = bundle
+        self.prefetch = prefetch if prefetch is not None else (2 if bundle.device.type != "cpu" else 0)
         self.features = features
         self.batch_size = batch_size
         self.max_length = max_length
@@ -136,8 +154,9 @@ class Extractor:
             return template.render([sample], include_user=False, include_images=False)
         return template.render([sample])
 
-    def run_batch(self, samples: list[Sample], view: str) -> tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]:
-        """Process one batch; returns (kept row indices, values, [(row, reason)] rejected)."""
+    def prepare(self, samples: list[Sample], view: str) -> PreparedBatch:
+        """The CPU half of a batch: render, load images, tokenize. Runs ahead of the forward passes
+        in a background thread (see ``prefetch``)."""
         rendered, images, kept, rejected = [], [], [], []
         for row, sample in enumerate(samples):
             try:
@@ -149,18 +168,28 @@ class Extractor:
             rendered.append(item)
             images.append(loaded)
             kept.append(row)
+        batch = None
+        if kept:
+            try:
+                batch = encode(self.bundle, rendered, images, self.max_length)
+                if self.bundle.device.type == "cuda":
+                    batch = batch.pin_memory()
+            except EncodeError:
+                if len(kept) == 1:
+                    raise
+                # The forward step isolates the sample(s) that cannot be encoded.
+        return PreparedBatch(kept, rejected, rendered, images, batch)
+
+    def forward_prepared(self, prepared: PreparedBatch) -> tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]:
+        """The device half: one forward pass; returns (kept row indices, values, [(row, reason)] rejected)."""
+        kept, rejected = prepared.kept, list(prepared.rejected)
         if not kept:
             return [], {}, rejected
-        try:
-            batch = encode(self.bundle, rendered, images, self.max_length)
-        except EncodeError:
-            if len(kept) == 1:
-                raise
-            # Isolate the sample(s) that cannot be encoded; the others go on.
+        if prepared.batch is None:
             rows, parts = [], []
             for local, row in enumerate(kept):
                 try:
-                    sub_rows, values, sub_rejected = self._forward_rendered([rendered[local]], [images[local]])
+                    sub_rows, values, sub_rejected = self._forward_rendered([prepared.rendered[local]], [prepared.images[local]])
                 except EncodeError as err:
                     rejected.append((row, str(err)))
                     continue
@@ -170,16 +199,20 @@ class Extractor:
                     parts.append(values)
             merged = {k: np.concatenate([p[k] for p in parts]) for k in (parts[0] if parts else {})}
             return rows, merged, rejected
-        rows, values, sub_rejected = self._forward(batch)
+        rows, values, sub_rejected = self._forward(prepared.batch)
         rejected.extend((kept[r], reason) for r, reason in sub_rejected)
         return [kept[r] for r in rows], values, rejected
+
+    def run_batch(self, samples: list[Sample], view: str) -> tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]:
+        """Process one batch; returns (kept row indices, values, [(row, reason)] rejected)."""
+        return self.forward_prepared(self.prepare(samples, view))
 
     def _forward_rendered(self, rendered, images):
         return self._forward(encode(self.bundle, rendered, images, self.max_length))
 
     def _forward(self, batch: EncodedBatch):
         model = self.bundle.model
-        batch = batch.to(self.bundle.device)
+        batch = batch.to(self.bundle.device, non_blocking=True)
         out: dict[str, Any] = {}
         handles = []
         by_point: dict[tuple, list[FeatureDef]] = {}
@@ -286,6 +319,26 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in names}
 
 
+def prefetched(items: list, prepare, depth: int) -> Iterator:
+    """``prepare(item)`` for each item, in order, computed up to ``depth`` items ahead in one
+    background thread (one thread: the tokenizer is not safe to share between threads)."""
+    if depth <= 0:
+        yield from map(prepare, items)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmselect-prepare") as pool:
+        pending = deque(pool.submit(prepare, item) for item in items[:depth])
+        upcoming = iter(items[depth:])
+        while pending:
+            ready = pending.popleft().result()
+            following = next(upcoming, _END)
+            if following is not _END:
+                pending.append(pool.submit(prepare, following))
+            yield ready
+
+
+_END = object()
+
+
 def extract_shard(extractor: Extractor, shard: list[Sample], progress=None) -> ExtractionOutput:
     rejected: list[dict[str, Any]] = []
     # The full view always runs: it decodes every image and counts tokens, even with no feature.
@@ -295,9 +348,10 @@ def extract_shard(extractor: Extractor, shard: list[Sample], progress=None) -> E
         saved_features = extractor.features
         extractor.features = [f for f in saved_features if f.view == view]
         view_keys, view_parts = [], []
-        for start in range(0, len(shard), extractor.batch_size):
-            batch = shard[start : start + extractor.batch_size]
-            rows, values, bad = extractor.run_batch(batch, view)
+        batches = [shard[start : start + extractor.batch_size] for start in range(0, len(shard), extractor.batch_size)]
+        prepared = prefetched(batches, lambda batch, view=view: extractor.prepare(batch, view), extractor.prefetch)
+        for batch, ready in zip(batches, prepared):
+            rows, values, bad = extractor.forward_prepared(ready)
             view_keys.extend(batch[r].key for r in rows)
             if rows:
                 view_parts.append(values)
@@ -333,9 +387,11 @@ def extract_features(
     array_dtype: str = "float32",
     progress: bool = True,
     runner=None,
+    prefetch: int | None = None,
 ) -> tuple[FeatureSet, list[dict[str, Any]]]:
     """Extract ``feature_names`` for ``samples``; returns the features (rows in ``samples`` order,
-    rejected samples left out) and the rejected samples with reasons."""
+    rejected samples left out) and the rejected samples with reasons. ``prefetch``: see
+    :class:`Extractor`."""
     from ..runners import LocalRunner
 
     feature_names = list(dict.fromkeys(feature_names))
@@ -347,7 +403,8 @@ def extract_features(
         if "answer_nll" not in feature_names:
             feature_names.append("answer_nll")
     features = make_features(feature_names, feature_params)
-    extractor = Extractor(bundle, features, batch_size=batch_size, max_length=max_length, array_dtype=array_dtype)
+    extractor = Extractor(bundle, features, batch_size=batch_size, max_length=max_length, array_dtype=array_dtype,
+                          prefetch=prefetch)
     store = ShardStore(Path(cache_dir) / extractor.spec_hash())
     (store.directory / "spec.json").write_text(json.dumps(extractor.spec(), indent=2, sort_keys=True, default=str))
     runner = runner or LocalRunner()
@@ -419,7 +476,7 @@ def _one_shot_stage(samples, zero_shot_nll, bundle, pair_feature, main, cache_di
     )
     pairs = [PairSample(samples[d], samples[q]) for q, d in zip(query_idx, demo_idx)]
     scorer = make_features(["answer_nll"])[0]
-    extractor = Extractor(bundle, [scorer], batch_size=main.batch_size, max_length=main.max_length)
+    extractor = Extractor(bundle, [scorer], batch_size=main.batch_size, max_length=main.max_length, prefetch=main.prefetch)
     spec = {"main": main.spec_hash(), "clipper": params, "keys": hashlib.sha1("".join(s.key for s in samples).encode()).hexdigest()}
     store = ShardStore(cache_dir / ("pairs-" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]))
     outputs = runner.run_shards(
