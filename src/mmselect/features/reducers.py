@@ -165,10 +165,14 @@ def answer_token_stats(hidden: torch.Tensor, batch: EncodedBatch, model, want: s
     logits = model.lm_head(hidden[rows, cols]).float()  # predictions made at position t-1
     targets = batch.inputs["input_ids"].to(hidden.device)[rows, cols + 1]
     log_probs = torch.log_softmax(logits, dim=-1)
-    counts = torch.zeros(batch_size, device=hidden.device).index_add_(0, rows, torch.ones_like(rows, dtype=torch.float32))
+    counts = targets_mask.sum(dim=1).to(device=hidden.device, dtype=torch.float32)
 
     def per_sample(values: torch.Tensor) -> torch.Tensor:
-        sums = torch.zeros(batch_size, device=hidden.device).index_add_(0, rows, values)
+        # Scatter into a dense (B, T) grid and sum rows: unlike index_add_ (atomic adds on CUDA), the
+        # result does not depend on thread scheduling, so reruns and resumed runs are bit-identical.
+        dense = torch.zeros(targets_mask.shape, dtype=values.dtype, device=values.device)
+        dense[rows, cols] = values
+        sums = dense.sum(dim=1)
         return torch.where(counts > 0, sums / counts.clamp(min=1), torch.full_like(sums, float("nan")))
 
     target_log_probs = log_probs.gather(1, targets.unsqueeze(1)).squeeze(1)
