@@ -1,5 +1,9 @@
 """Presets, loading by path, templates: the wiring real models use, checked offline."""
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from mmselect.data.records import Sample, Turn
@@ -83,3 +87,53 @@ def test_tiny_models_are_deterministic(tmp_path):
 def test_unknown_model_name_is_a_clear_error():
     with pytest.raises(ConfigError, match="not a preset"):
         load_model("llava-9000")
+
+
+def _pin_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pin_revisions", Path(__file__).resolve().parents[1] / "scripts/pin_revisions.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _FakeHub:
+    def __init__(self, commits):
+        self.commits = commits
+
+    def model_info(self, hf_id):
+        return SimpleNamespace(sha=self.commits[hf_id])
+
+
+def test_pin_script_writes_full_commits_that_presets_then_load(tmp_path, monkeypatch):
+    from mmselect.models import registry
+
+    script = _pin_script()
+    hf_ids = sorted({p.hf_id for p in PRESETS.values() if not p.tiny})
+    commits = {hf_id: f"{i:040x}" for i, hf_id in enumerate(hf_ids, start=1)}
+    path = tmp_path / "revisions.json"
+    path.write_text("{}")
+    hub = _FakeHub(commits)
+    assert script.main(["--check"], api=hub, path=path) == 1  # nothing pinned yet
+    assert script.main([], api=hub, path=path) == 0
+    assert registry.load_revisions(path) == commits
+    assert script.main(["--check"], api=hub, path=path) == 0
+    assert script.main(["--check"], api=_FakeHub({**commits, hf_ids[0]: "f" * 40}), path=path) == 1
+    # A preset registered with pins in force carries its commit; an explicit revision wins.
+    monkeypatch.setattr(registry, "_PINNED", commits)
+    monkeypatch.setattr(registry, "PRESETS", dict(registry.PRESETS))
+    pinned = registry.register_preset(registry.ModelPreset("pinned", hf_ids[0], "llava", "vicuna_v1"))
+    explicit = registry.register_preset(registry.ModelPreset("explicit", hf_ids[0], "llava", "vicuna_v1", revision="main"))
+    assert pinned.revision == commits[hf_ids[0]] and explicit.revision == "main"
+
+
+def test_revisions_file_refuses_anything_but_full_commits(tmp_path):
+    from mmselect.models.registry import REVISIONS_FILE, load_revisions
+
+    load_revisions(REVISIONS_FILE)  # the shipped file is valid
+    for bad in ("main", "a272c74", "A" * 40, 7):
+        path = tmp_path / "revisions.json"
+        path.write_text(json.dumps({"llava-hf/llava-1.5-7b-hf": bad}))
+        with pytest.raises(ConfigError, match="40-hex"):
+            load_revisions(path)

@@ -235,13 +235,14 @@ def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also li
 @app.command()
 def models():
     """List the model presets (any other Hugging Face id or local directory works too)."""
-    from .models.registry import list_models
+    from .models.registry import PRESETS, describe_revision, list_models
 
     table = Table(show_header=True, header_style="bold")
     table.add_column("preset")
     table.add_column("model")
+    table.add_column("revision")
     for name, description in list_models().items():
-        table.add_row(name, description)
+        table.add_row(name, description, describe_revision(PRESETS[name]))
     Console().print(table)
 
 

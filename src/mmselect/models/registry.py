@@ -6,8 +6,10 @@ Any other Hugging Face id or local directory loads through ``AutoModelForImageTe
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ class ModelPreset:
     hf_id: str
     family: str  # "llava" | "qwen2-vl" | "qwen2.5-vl" | "llava-onevision"
     template: str
-    revision: str | None = None  # None: the hub's default branch; the resolved commit is recorded
+    revision: str | None = None  # a commit from revisions.json; None: the hub's default branch
     dtype: str = "bfloat16"
     description: str = ""
     tiny: bool = False
@@ -32,10 +34,30 @@ class ModelPreset:
 
 PRESETS: dict[str, ModelPreset] = {}
 
+# Commits the presets are pinned to (HF id -> 40-hex commit), written by scripts/pin_revisions.py on
+# a machine with hub access. A preset without a pin loads the default branch; every manifest records
+# the commit that was actually loaded, and --revision reproduces it.
+REVISIONS_FILE = Path(__file__).with_name("revisions.json")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def load_revisions(path: str | os.PathLike = REVISIONS_FILE) -> dict[str, str]:
+    """The pinned commits in ``path``; anything but full 40-hex commit hashes is refused."""
+    pins = json.loads(Path(path).read_text())
+    bad = {hf_id: sha for hf_id, sha in pins.items() if not isinstance(sha, str) or not _COMMIT.match(sha)}
+    if bad:
+        raise ConfigError(f"{path}: revisions must be full 40-hex commit hashes, got {bad}")
+    return pins
+
 
 def register_preset(preset: ModelPreset) -> ModelPreset:
+    if preset.revision is None and not preset.tiny:
+        preset = replace(preset, revision=_PINNED.get(preset.hf_id))
     PRESETS[preset.name] = preset
     return preset
+
+
+_PINNED = load_revisions()
 
 
 for _preset in [
@@ -71,6 +93,12 @@ for _preset in [
 
 def list_models() -> dict[str, str]:
     return {name: f"{p.hf_id}: {p.description}" if not p.tiny else p.description for name, p in PRESETS.items()}
+
+
+def describe_revision(preset: ModelPreset) -> str:
+    if preset.tiny:
+        return "built locally"
+    return preset.revision[:12] if preset.revision else "default branch (commit recorded per run)"
 
 
 @dataclass
