@@ -108,6 +108,41 @@ def test_prefetching_batches_changes_nothing(tiny_qwen, samples, tmp_path, max_l
         assert np.array_equal(plain.column(column), ahead.column(column), equal_nan=True)
 
 
+def test_a_batch_of_one_that_cannot_be_encoded_is_rejected_not_fatal(tiny_llava, samples, tmp_path):
+    fs, rejected = extract_features(samples, tiny_llava, ["answer_nll"], cache_dir=tmp_path, batch_size=1, max_length=24, progress=False)
+    reasons = {r["key"]: r["reason"] for r in rejected}
+    assert set(fs.keys) | set(reasons) == {s.key for s in samples}
+    image_keys = {s.key for s in samples if s.n_images}
+    assert image_keys and all("image tokens extend past max_length=24" in reasons[k] for k in image_keys)
+
+
+def test_out_of_memory_splits_the_batch_and_rejects_only_what_never_fits(tiny_llava, samples, tmp_path, monkeypatch):
+    from mmselect.features.extract import Extractor
+
+    names = ["last_token", "answer_nll"]
+    plain, _ = extract_features(samples, tiny_llava, names, cache_dir=tmp_path / "plain", batch_size=6, progress=False)
+    longest = int(plain.column("n_tokens").max())
+    calls = []
+    original = Extractor._forward
+
+    def forward_with_small_memory(self, batch):
+        calls.append(batch.batch_size)
+        # Two samples at most fit; the longest sample never does.
+        if batch.batch_size > 2 or int(batch.attention.sum(1).max()) >= longest:
+            raise torch.OutOfMemoryError("simulated")
+        return original(self, batch)
+
+    monkeypatch.setattr(Extractor, "_forward", forward_with_small_memory)
+    fs, rejected = extract_features(samples, tiny_llava, names, cache_dir=tmp_path / "small", batch_size=6, progress=False)
+    too_big = [k for k, n in zip(plain.keys, plain.column("n_tokens")) if n == longest]
+    assert [r["key"] for r in rejected] == too_big and "out of device memory" in rejected[0]["reason"]
+    assert calls[0] == 6 and 3 in calls and 1 in calls  # halved, then down to the single sample
+    kept = [i for i, k in enumerate(plain.keys) if k not in too_big]
+    assert list(fs.keys) == [plain.keys[i] for i in kept]
+    assert np.allclose(fs.column("answer_nll"), plain.column("answer_nll")[kept], atol=1e-5)
+    assert np.allclose(fs.array("last_token"), plain.array("last_token")[kept], atol=1e-4)
+
+
 def test_prefetched_keeps_order_and_bounds_the_lookahead():
     from mmselect.features.extract import prefetched
 

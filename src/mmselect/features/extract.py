@@ -100,6 +100,12 @@ class PreparedBatch:
     rendered: list[Rendered]
     images: list[list]
     batch: EncodedBatch | None  # None: the kept rows could not be encoded together
+    error: str | None = None  # why not
+
+
+def _release_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class Extractor:
@@ -168,47 +174,60 @@ class Extractor:
             rendered.append(item)
             images.append(loaded)
             kept.append(row)
-        batch = None
-        if kept:
-            try:
-                batch = encode(self.bundle, rendered, images, self.max_length)
-                if self.bundle.device.type == "cuda":
-                    batch = batch.pin_memory()
-            except EncodeError:
-                if len(kept) == 1:
-                    raise
-                # The forward step isolates the sample(s) that cannot be encoded.
-        return PreparedBatch(kept, rejected, rendered, images, batch)
+        batch, error = self._encode(rendered, images) if kept else (None, None)
+        if batch is not None and self.bundle.device.type == "cuda":
+            batch = batch.pin_memory()
+        return PreparedBatch(kept, rejected, rendered, images, batch, error)
+
+    def _encode(self, rendered, images) -> tuple[EncodedBatch | None, str | None]:
+        try:
+            return encode(self.bundle, rendered, images, self.max_length), None
+        except EncodeError as err:
+            return None, str(err)
 
     def forward_prepared(self, prepared: PreparedBatch) -> tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]:
-        """The device half: one forward pass; returns (kept row indices, values, [(row, reason)] rejected)."""
+        """The device half: one forward pass; returns (kept row indices, values, [(row, reason)] rejected).
+
+        A batch that cannot be encoded as a whole is run sample by sample (the ones that cannot be
+        encoded are rejected with the reason); a batch that runs out of device memory is run in two
+        halves, down to single samples, which are rejected if they still do not fit."""
         kept, rejected = prepared.kept, list(prepared.rejected)
         if not kept:
             return [], {}, rejected
         if prepared.batch is None:
-            rows, parts = [], []
-            for local, row in enumerate(kept):
-                try:
-                    sub_rows, values, sub_rejected = self._forward_rendered([prepared.rendered[local]], [prepared.images[local]])
-                except EncodeError as err:
-                    rejected.append((row, str(err)))
-                    continue
-                rejected.extend((row, reason) for _, reason in sub_rejected)
-                if sub_rows:
-                    rows.append(row)
-                    parts.append(values)
-            merged = {k: np.concatenate([p[k] for p in parts]) for k in (parts[0] if parts else {})}
-            return rows, merged, rejected
-        rows, values, sub_rejected = self._forward(prepared.batch)
+            if len(kept) == 1:
+                return [], {}, rejected + [(kept[0], prepared.error or "cannot be encoded")]
+            return self._forward_groups(prepared, [[i] for i in range(len(kept))], rejected)
+        try:
+            rows, values, sub_rejected = self._forward(prepared.batch)
+        except torch.OutOfMemoryError:
+            _release_device_memory(self.bundle.device)
+            if len(kept) == 1:
+                tokens = int(prepared.batch.attention.sum())
+                return [], {}, rejected + [(kept[0], f"out of device memory at {tokens} tokens (lower --max-length)")]
+            half = (len(kept) + 1) // 2
+            return self._forward_groups(prepared, [list(range(half)), list(range(half, len(kept)))], rejected)
         rejected.extend((kept[r], reason) for r, reason in sub_rejected)
         return [kept[r] for r in rows], values, rejected
+
+    def _forward_groups(self, prepared: PreparedBatch, groups: list[list[int]], rejected: list) -> tuple:
+        """Run ``groups`` (positions in ``prepared.kept``) as batches of their own, merged in order."""
+        rows, parts = [], []
+        for group in groups:
+            rendered = [prepared.rendered[i] for i in group]
+            images = [prepared.images[i] for i in group]
+            batch, error = self._encode(rendered, images)
+            sub = PreparedBatch([prepared.kept[i] for i in group], [], rendered, images, batch, error)
+            sub_rows, values, sub_rejected = self.forward_prepared(sub)
+            rejected.extend(sub_rejected)
+            if sub_rows:
+                rows.extend(sub_rows)
+                parts.append(values)
+        return rows, _concat(parts), rejected
 
     def run_batch(self, samples: list[Sample], view: str) -> tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]:
         """Process one batch; returns (kept row indices, values, [(row, reason)] rejected)."""
         return self.forward_prepared(self.prepare(samples, view))
-
-    def _forward_rendered(self, rendered, images):
-        return self._forward(encode(self.bundle, rendered, images, self.max_length))
 
     def _forward(self, batch: EncodedBatch):
         model = self.bundle.model
