@@ -238,9 +238,9 @@ def models():
     from .models.registry import PRESETS, describe_revision, list_models
 
     table = Table(show_header=True, header_style="bold")
-    table.add_column("preset")
+    table.add_column("preset", no_wrap=True)
     table.add_column("model")
-    table.add_column("revision")
+    table.add_column("revision", no_wrap=True)
     for name, description in list_models().items():
         table.add_row(name, description, describe_revision(PRESETS[name]))
     Console().print(table)

@@ -98,7 +98,7 @@ def list_models() -> dict[str, str]:
 def describe_revision(preset: ModelPreset) -> str:
     if preset.tiny:
         return "built locally"
-    return preset.revision[:12] if preset.revision else "default branch (commit recorded per run)"
+    return preset.revision[:12] if preset.revision else "unpinned"
 
 
 @dataclass
