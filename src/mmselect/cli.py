@@ -58,6 +58,14 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
+def _runner_options(runner: str, address: str | None, workers: int | None) -> dict[str, Any]:
+    if runner != "ray":
+        if address or workers:
+            raise typer.BadParameter("--ray-address and --workers need --runner ray")
+        return {}
+    return {"address": address, "workers": workers}
+
+
 def _fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}")
     raise typer.Exit(code=2)
@@ -84,6 +92,9 @@ def _summary(out: Path, result) -> None:
 
 
 DeviceOpt = typer.Option("auto", "--device", help="auto (the first CUDA GPU if there is one, else cpu), cpu, cuda, cuda:1, ...")
+RunnerOpt = typer.Option("local", "--runner", help="local (this process) or ray (Ray Data workers, one per GPU; `pip install 'mmselect[ray]'`).")
+RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to use (auto, ray://host:10001); default: start Ray on this machine.")
+WorkersOpt = typer.Option(None, "--workers", help="Ray workers (default: one per GPU of the cluster).")
 ModelOpt = typer.Option("tiny-llava", "--model", "-m", help="Preset name (`mmselect models`), Hugging Face id, or local directory.")
 
 
@@ -104,6 +115,9 @@ def run(
     max_length: int = typer.Option(2048, "--max-length", help="Tokens per sample; longer samples are truncated (text only)."),
     revision: Optional[str] = typer.Option(None, "--revision", help="Model revision (commit, tag, branch)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model repository's own code to run."),
+    runner: str = RunnerOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Read, extract the features the method needs, select, export: the whole job."""
@@ -116,6 +130,7 @@ def run(
             image_root=image_root, task_field=task_field, strict=strict, device=device, dtype=dtype,
             batch_size=batch_size, max_length=max_length, revision=revision,
             trust_remote_code=trust_remote_code, progress=progress,
+            runner=runner, runner_options=_runner_options(runner, ray_address, workers),
         )
     except MMSelectError as err:
         _fail(err)
@@ -146,6 +161,9 @@ def extract(
     capabilities: Optional[str] = typer.Option(None, "--capabilities", help="Comma-separated mmSSR capabilities (default: all 14)."),
     revision: Optional[str] = typer.Option(None, "--revision"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    runner: str = RunnerOpt,
+    ray_address: Optional[str] = RayAddressOpt,
+    workers: Optional[int] = WorkersOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Run the model once over DATA and write a features directory.
@@ -174,6 +192,7 @@ def extract(
             feature_params=feature_params, revision=revision, trust_remote_code=trust_remote_code,
             progress=progress, clip_model=clip_model, scorer_model=scorer_model, styler_model=styler_model,
             capabilities=_split(capabilities) or None,
+            runner=runner, runner_options=_runner_options(runner, ray_address, workers),
         )
     except MMSelectError as err:
         _fail(err)

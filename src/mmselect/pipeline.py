@@ -26,6 +26,7 @@ from .features.store import FeatureSet
 from .methods import get_method
 from .methods.base import SelectionResult
 from .report import write_report
+from .runners import Runner, make_runner
 
 
 def _data_rejects(dataset: Dataset) -> list[dict[str, Any]]:
@@ -58,8 +59,15 @@ def extract(
     scorer_model: str | None = None,
     styler_model: str | None = None,
     capabilities: list[str] | None = None,
+    runner: str | Runner | None = None,
+    runner_options: dict[str, Any] | None = None,
 ) -> FeatureSet:
     """Read ``data``, run the model once, write a features directory to ``out``.
+
+    ``runner``: ``local`` (default: this process, on ``device``) or ``ray`` (Ray Data workers, one
+    per GPU by default; ``runner_options`` go to :class:`~mmselect.runners.RayRunner`). With Ray,
+    this process loads the model on the CPU only to describe it (in the dtype the workers use), and
+    the cache directory must be visible to every worker.
 
     ``features`` are extract options (see ``mmselect extract --help``); ``methods`` adds the
     options those methods need, so several methods share one pass. ``clip_score`` uses
@@ -85,7 +93,14 @@ def extract(
     started = time.time()
     if dataset is None:
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
-    bundle = load_model(model, revision=revision, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    runner = make_runner(runner, **(runner_options or {}))
+    model_device = device
+    if runner.remote:
+        # The workers compute; this process only describes the model, in the workers' dtype.
+        if dtype == "auto":
+            dtype = "bfloat16" if runner.uses_gpus else "float32"
+        model_device = "cpu"
+    bundle = load_model(model, revision=revision, device=model_device, dtype=dtype, trust_remote_code=trust_remote_code)
     featureset, extraction_rejects = extract_features(
         dataset.samples,
         bundle,
@@ -97,6 +112,7 @@ def extract(
         max_length=max_length,
         array_dtype=array_dtype,
         progress=progress,
+        runner=runner,
     )
     if strict and extraction_rejects:
         first = extraction_rejects[0]
@@ -146,6 +162,7 @@ def extract(
                 "extracted": featureset.n,
             },
             "seconds": round(time.time() - started, 3),
+            "runner": type(runner).__name__,
             **auxiliary_info,
         }
     )

@@ -393,6 +393,39 @@ def extract_shard(extractor: Extractor, shard: list[Sample], progress=None) -> E
     return ExtractionOutput(keys, values, rejected)
 
 
+class ShardWork:
+    """``work(shard, advance)``: extraction of one shard, in the form a runner can ship to other
+    processes or machines. Pickling drops the model; a worker loads it again from
+    ``bundle.load_args`` on first use, on its own device, and checks that it describes the same
+    extraction (model, revision, dtype, features) as the one the shards are stored under."""
+
+    def __init__(self, extractor: Extractor, feature_names: list[str], feature_params: dict | None):
+        self.load_args = extractor.bundle.load_args
+        self.feature_names = list(feature_names)
+        self.feature_params = feature_params or {}
+        self.options = {"batch_size": extractor.batch_size, "max_length": extractor.max_length,
+                        "array_dtype": extractor.array_dtype}
+        self.spec_hash = extractor.spec_hash()
+        self._extractor: Extractor | None = extractor
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_extractor": None}
+
+    def __call__(self, shard: list, advance) -> ExtractionOutput:
+        if self._extractor is None:
+            from ..models.registry import load_model
+
+            bundle = load_model(**self.load_args, device="auto")
+            extractor = Extractor(bundle, make_features(self.feature_names, self.feature_params), **self.options)
+            if extractor.spec_hash() != self.spec_hash:
+                raise RuntimeError(
+                    f"this worker's extraction differs from the driver's (spec {extractor.spec_hash()} != "
+                    f"{self.spec_hash}): {json.dumps(extractor.spec()['model'], default=str)}"
+                )
+            self._extractor = extractor
+        return extract_shard(self._extractor, shard, advance)
+
+
 def extract_features(
     samples: list[Sample],
     bundle: ModelBundle,
@@ -431,7 +464,7 @@ def extract_features(
         plan_shards(samples, shard_size),
         name_of=_shard_name,
         store=store,
-        work=lambda shard, advance: extract_shard(extractor, shard, advance),
+        work=ShardWork(extractor, feature_names, feature_params),
         progress=progress,
         total=len(samples),
         description=f"extract {'+'.join(feature_names)}",
@@ -494,15 +527,15 @@ def _one_shot_stage(samples, zero_shot_nll, bundle, pair_feature, main, cache_di
         len(samples), [s.task for s in samples], m=int(params["m"]), pairing=params["pairing"], seed=int(params["seed"])
     )
     pairs = [PairSample(samples[d], samples[q]) for q, d in zip(query_idx, demo_idx)]
-    scorer = make_features(["answer_nll"])[0]
-    extractor = Extractor(bundle, [scorer], batch_size=main.batch_size, max_length=main.max_length, prefetch=main.prefetch)
+    extractor = Extractor(bundle, make_features(["answer_nll"]), batch_size=main.batch_size, max_length=main.max_length,
+                          prefetch=main.prefetch)
     spec = {"main": main.spec_hash(), "clipper": params, "keys": hashlib.sha1("".join(s.key for s in samples).encode()).hexdigest()}
     store = ShardStore(cache_dir / ("pairs-" + hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]))
     outputs = runner.run_shards(
         plan_shards(pairs, shard_size),
         name_of=_shard_name,
         store=store,
-        work=lambda shard, advance: extract_shard(extractor, shard, advance),
+        work=ShardWork(extractor, ["answer_nll"], None),
         progress=progress,
         total=len(pairs),
         description=f"one-shot pairs (m={params['m']})",

@@ -112,6 +112,8 @@ class ModelBundle:
     source: str
     revision: str | None
     family: str
+    # How to load exactly this model again elsewhere (a runner's worker): load_model(**load_args).
+    load_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tokenizer(self):
@@ -236,6 +238,14 @@ def load_model(
     if template_name not in TEMPLATES:
         raise ConfigError(f"unknown template {template_name!r}; known: {sorted(TEMPLATES)}")
     resolved_revision = getattr(config, "_commit_hash", None) or revision
+    load_args = {
+        "name_or_path": name_or_path,
+        "revision": resolved_revision,
+        "dtype": str(torch_dtype).replace("torch.", ""),
+        "trust_remote_code": trust_remote_code,
+        "attn_implementation": attn_implementation,
+        "template": template_name,
+    }
     return ModelBundle(
         model=model,
         processor=processor,
@@ -244,6 +254,7 @@ def load_model(
         source=source if not (preset and preset.tiny) else preset.name,
         revision=resolved_revision if not (preset and preset.tiny) else f"tiny-v{_tiny_version()}",
         family=family,
+        load_args=load_args,
     )
 
 
