@@ -75,7 +75,7 @@ def release_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def _file_backing(x) -> tuple[str, int] | None:
+def file_backing(x) -> tuple[str, int] | None:
     """(file name, byte offset of row 0) when ``x`` is a whole, C-ordered ``np.memmap`` (as
     ``np.load(mmap_mode="r")`` returns), else None."""
     if not isinstance(x, np.memmap) or not isinstance(x.base, mmap.mmap) or not x.flags.c_contiguous:
@@ -92,7 +92,7 @@ def read_rows(x, rows: np.ndarray) -> np.ndarray:
     one call): the data pass through the page cache but are never mapped into this process,
     so they do not add to its resident set. Other arrays are indexed directly."""
     rows = np.asarray(rows, dtype=np.int64)
-    backing = _file_backing(x)
+    backing = file_backing(x)
     if backing is None or len(rows) == 0:
         out = np.asarray(x[rows])
         release_pages(x)

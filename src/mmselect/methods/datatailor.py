@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import mmap
 import time
 import zlib
 from typing import Any
@@ -33,8 +32,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import BudgetError, ConfigError, NonFiniteFeaturesError
+from ..features.rows import file_backing, nonfinite_rows, read_rows
 from ..features.store import FeatureSet
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice, top_k_mask
+from .base import (
+    FeatureNeed,
+    SelectionMethod,
+    SelectionResult,
+    check_choice,
+    top_k_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -474,9 +480,10 @@ def minmax_normalise(values: np.ndarray) -> np.ndarray:
 class RowReader:
     """Reads rows of a 2-D array as float32, block by block, refusing NaN/inf.
 
-    A ``.npy`` opened memory-mapped (as :meth:`FeatureSet.load` does) is read with ordinary file
-    reads instead of through the mapping, so the pages read do not stay in this process's
-    resident memory: a 665k x 4096 float16 ``last_token`` (5.4 GB) is streamed one task at a time.
+    A ``.npy`` opened memory-mapped (as :meth:`FeatureSet.load` does) is read with ``pread``
+    (:func:`~mmselect.features.rows.read_rows`) instead of through the mapping, so the pages read do
+    not stay in this process's resident memory: a 665k x 4096 float16 ``last_token`` (5.4 GB) is
+    streamed one task at a time.
     """
 
     def __init__(self, array: np.ndarray, keys: np.ndarray | None = None, block_rows: int = 4096):
@@ -486,74 +493,23 @@ class RowReader:
         self.keys = keys
         self.block_rows = max(1, int(block_rows))
         self.width = array.shape[1]
-        self._file = None
-        if (
-            isinstance(array, np.memmap)
-            and isinstance(getattr(array, "base", None), mmap.mmap)
-            and array.filename
-            and array.flags.c_contiguous
-        ):
-            self._file = (str(array.filename), int(array.offset))
+        self._file = file_backing(array)  # (path, offset) when rows are read with pread
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.width), dtype=np.float32)
-        if self._file is not None:
-            with open(self._file[0], "rb", buffering=0) as handle:
-                self._read_file(handle, rows, out)
-        else:
-            for start in range(0, len(rows), self.block_rows):
-                part = rows[start : start + self.block_rows]
-                if len(part) and part[-1] - part[0] + 1 == len(part):
-                    out[start : start + len(part)] = self.array[part[0] : part[-1] + 1]
-                else:
-                    out[start : start + len(part)] = self.array[part]
-        self._check_finite(out, rows)
-        return out
-
-    def _read_file(self, handle, rows: np.ndarray, out: np.ndarray) -> None:
-        dtype = self.array.dtype
-        row_bytes = self.width * dtype.itemsize
-        base = self._file[1]
-
-        def read_span(first: int, count: int) -> np.ndarray:
-            buffer = np.empty((count, self.width), dtype=dtype)
-            handle.seek(base + first * row_bytes)
-            view = memoryview(buffer.reshape(-1).view(np.uint8))
-            got = 0
-            while got < len(view):
-                chunk = handle.readinto(view[got:])
-                if not chunk:
-                    raise OSError(f"unexpected end of file in {self._file[0]}")
-                got += chunk
-            return buffer
-
         for start in range(0, len(rows), self.block_rows):
             part = rows[start : start + self.block_rows]
-            span = int(part[-1] - part[0] + 1)
-            if span <= 4 * len(part):
-                block = read_span(int(part[0]), span)
-                out[start : start + len(part)] = block[part - part[0]]
-            else:  # scattered rows: read each contiguous run
-                breaks = np.flatnonzero(np.diff(part) != 1) + 1
-                for run in np.split(np.arange(len(part)), breaks):
-                    first = int(part[run[0]])
-                    out[start + run[0] : start + run[-1] + 1] = read_span(first, len(run))
-
-    def _check_finite(self, out: np.ndarray, rows: np.ndarray) -> None:
-        bad = []
-        for start in range(0, len(out), self.block_rows):
-            ok = np.isfinite(out[start : start + self.block_rows]).all(axis=1)
-            if not ok.all():
-                bad.append(rows[start + np.flatnonzero(~ok)])
-        if bad:
-            bad = np.concatenate(bad)
+            out[start : start + len(part)] = read_rows(self.array, part)
+        bad = rows[nonfinite_rows(out, self.block_rows)]
+        if len(bad):
             names = self.keys[bad[:10]] if self.keys is not None else bad[:10]
             more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
             raise NonFiniteFeaturesError(
                 f"feature 'last_token' has NaN or inf for {len(bad)} sample(s): "
                 f"{', '.join(map(str, names))}{more}"
             )
+        return out
 
 
 # ======================================================================================
