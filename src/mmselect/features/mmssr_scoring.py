@@ -48,6 +48,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..runners import progress_bar
+
 # --- released models (loading is done by the models layer) ---------------------------------------
 SCORER_MODEL = "mengyaolyu/mmssr-7b-scorer"
 STYLER_MODEL = "mengyaolyu/mmssr-7b-styler"
@@ -265,31 +267,6 @@ def _check_processor(processor, needs_images: bool) -> None:
         )
 
 
-def _progress(enabled: bool, description: str):
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
-    from rich.progress import TimeElapsedColumn, TimeRemainingColumn
-    from rich.text import Text
-
-    class _Rate(ProgressColumn):
-        def render(self, task):
-            speed = task.finished_speed or task.speed
-            return Text("-- samples/s" if speed is None else f"{speed:.2f} samples/s")
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Rate(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    )
-
-
 def _greedy_config(model, max_new_tokens: int, tokenizer):
     config = copy.deepcopy(getattr(model, "generation_config", None))
     if config is None:
@@ -351,39 +328,33 @@ def generate_replies(
         device, dtype = torch.device("cpu"), torch.float32
     replies: list[str | None] = [None] * n
     old_side = getattr(tokenizer, "padding_side", "right")
-    bar = _progress(progress, description)
-    task_id = bar.add_task(description, total=n) if bar is not None else None
     try:
         tokenizer.padding_side = "left"
-        if bar is not None:
-            bar.start()
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            batch_images = [image for i in idx for image in requests[i][1]]
-            kwargs: dict[str, Any] = {"text": [texts[i] for i in idx], "return_tensors": "pt", "padding": True}
-            if batch_images:
-                kwargs["images"] = batch_images
-            inputs = processor(**kwargs)
-            if batch_images and "pixel_values" not in inputs:
-                raise ValueError(f"{type(processor).__name__} returned no pixel_values for a batch with images")
-            inputs = {
-                k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
-                if hasattr(v, "to")
-                else v
-                for k, v in inputs.items()
-            }
-            with torch.inference_mode():
-                output = model.generate(**inputs, generation_config=config)
-            new_tokens = output[:, inputs["input_ids"].shape[1] :]
-            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, text in zip(idx, decoded):
-                replies[i] = text.strip()
-            if bar is not None:
-                bar.update(task_id, advance=len(idx))
+        with progress_bar(description, n, progress) as advance:
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                batch_images = [image for i in idx for image in requests[i][1]]
+                kwargs: dict[str, Any] = {"text": [texts[i] for i in idx], "return_tensors": "pt", "padding": True}
+                if batch_images:
+                    kwargs["images"] = batch_images
+                inputs = processor(**kwargs)
+                if batch_images and "pixel_values" not in inputs:
+                    raise ValueError(f"{type(processor).__name__} returned no pixel_values for a batch with images")
+                inputs = {
+                    k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
+                    if hasattr(v, "to")
+                    else v
+                    for k, v in inputs.items()
+                }
+                with torch.inference_mode():
+                    output = model.generate(**inputs, generation_config=config)
+                new_tokens = output[:, inputs["input_ids"].shape[1] :]
+                decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                for i, text in zip(idx, decoded):
+                    replies[i] = text.strip()
+                advance(len(idx))
     finally:
         tokenizer.padding_side = old_side
-        if bar is not None:
-            bar.stop()
     return [r if r is not None else "" for r in replies]
 
 
