@@ -177,6 +177,10 @@ def build_qwen2_vl(
 
 # Config sizes: the tiny test models, and real architectures for benchmarks (random weights have the
 # real model's FLOPs). Real sizes follow the published configs.
+_CLIP_L_336 = dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
+                   image_size=336, patch_size=14)
+_QWEN2_VL_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
+_QWEN2_VL_IMAGES = dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
 ARCHITECTURES: dict[str, tuple] = {
     "tiny-llava": (build_llava, dict(
         vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
@@ -192,16 +196,14 @@ ARCHITECTURES: dict[str, tuple] = {
         min_pixels=56 * 56, max_pixels=112 * 112,
     )),
     "llava-1.5-7b-like": (build_llava, dict(
-        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
         text=dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
                   num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096),
-        image_size=336, patch_size=14,
+        **_CLIP_L_336,
     )),
     "llava-1.5-13b-like": (build_llava, dict(
-        vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
         text=dict(vocab_size=32064, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
                   num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096),
-        image_size=336, patch_size=14,
+        **_CLIP_L_336,
     )),
     "llava-onevision-0.5b-like": (build_llava, dict(
         vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
@@ -213,15 +215,15 @@ ARCHITECTURES: dict[str, tuple] = {
         vision=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4),
         text=dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
                   num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
-                  rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
-        min_pixels=56 * 56, max_pixels=28 * 28 * 1280,
+                  rope_parameters=_QWEN2_VL_ROPE),
+        **_QWEN2_VL_IMAGES,
     )),
     "qwen2-vl-7b-like": (build_qwen2_vl, dict(
         vision=dict(depth=32, embed_dim=1280, hidden_size=3584, num_heads=16, mlp_ratio=4),
         text=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                   num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768,
-                  rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
-        min_pixels=56 * 56, max_pixels=28 * 28 * 1280,
+                  rope_parameters=_QWEN2_VL_ROPE),
+        **_QWEN2_VL_IMAGES,
     )),
 }
 
