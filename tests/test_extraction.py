@@ -1,5 +1,7 @@
 """Hook outputs against ``output_hidden_states`` and the model's own loss, on the tiny models."""
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -122,13 +124,18 @@ def test_out_of_memory_splits_the_batch_and_rejects_only_what_never_fits(tiny_ll
     names = ["last_token", "answer_nll"]
     plain, _ = extract_features(samples, tiny_llava, names, cache_dir=tmp_path / "plain", batch_size=6, progress=False)
     longest = int(plain.column("n_tokens").max())
-    calls = []
+    calls, failed_passes = [], []
     original = Extractor._forward
 
     def forward_with_small_memory(self, batch):
         calls.append(batch.batch_size)
+        # The retry must not start while the failed pass's tensors are still referenced (by the
+        # exception's traceback): on a GPU they would fill the memory the retry needs.
+        assert all(ref() is None for ref in failed_passes)
         # Two samples at most fit; the longest sample never does.
         if batch.batch_size > 2 or int(batch.attention.sum(1).max()) >= longest:
+            activations = torch.ones(4)
+            failed_passes.append(weakref.ref(activations))
             raise torch.OutOfMemoryError("simulated")
         return original(self, batch)
 

@@ -8,6 +8,7 @@ shards and ends with the same features as an uninterrupted run.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -104,6 +105,7 @@ class PreparedBatch:
 
 
 def _release_device_memory(device: torch.device) -> None:
+    gc.collect()  # tensors of the failed pass still held in reference cycles
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
@@ -201,6 +203,11 @@ class Extractor:
         try:
             rows, values, sub_rejected = self._forward(prepared.batch)
         except torch.OutOfMemoryError:
+            # Retry outside this block: until it ends, the traceback keeps the failed pass's tensors alive.
+            out_of_memory = True
+        else:
+            out_of_memory = False
+        if out_of_memory:
             _release_device_memory(self.bundle.device)
             if len(kept) == 1:
                 tokens = int(prepared.batch.attention.sum())
