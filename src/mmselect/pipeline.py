@@ -95,7 +95,7 @@ def extract(
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
     runner = make_runner(runner, **(runner_options or {}))
     model_device = device
-    if runner.remote:
+    if getattr(runner, "remote", False):
         # The workers compute; this process only describes the model, in the workers' dtype.
         if dtype == "auto":
             dtype = "bfloat16" if runner.uses_gpus else "float32"

@@ -232,10 +232,6 @@ class Extractor:
                 parts.append(values)
         return rows, _concat(parts), rejected
 
-    def run_batch(self, samples: list[Sample], view: str) -> tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]:
-        """Process one batch; returns (kept row indices, values, [(row, reason)] rejected)."""
-        return self.forward_prepared(self.prepare(samples, view))
-
     def _forward(self, batch: EncodedBatch):
         model = self.bundle.model
         batch = batch.to(self.bundle.device, non_blocking=True)
