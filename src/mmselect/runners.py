@@ -120,7 +120,9 @@ class RayRunner:
         try:
             import ray
         except ImportError:
-            raise ImportError("the Ray runner needs Ray Data: pip install 'mmselect[ray]'") from None
+            from .errors import ConfigError
+
+            raise ConfigError("--runner ray needs Ray Data: pip install 'mmselect[ray]'") from None
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.WARNING,
                      log_to_driver=False, **self.init_kwargs)
