@@ -70,6 +70,16 @@ def test_a_worker_refuses_a_model_that_differs_from_the_drivers(tiny_llava, some
         other(some_samples[:2], lambda n: None)
 
 
+def test_a_driver_describes_the_model_without_its_weights(tiny_llava):
+    from mmselect.models.registry import load_model
+
+    skeleton = load_model("tiny-llava", device="meta", dtype=tiny_llava.load_args["dtype"])
+    assert skeleton.device.type == "meta"
+    assert skeleton.describe() == tiny_llava.describe() and skeleton.load_args == tiny_llava.load_args
+    names = ["last_token", "coincide", "answer_nll"]
+    assert Extractor(skeleton, make_features(names)).spec_hash() == Extractor(tiny_llava, make_features(names)).spec_hash()
+
+
 def test_cli_extract_with_the_ray_runner(ray_session, some_samples, mini_data, mini_images, tmp_path):
     from typer.testing import CliRunner
 

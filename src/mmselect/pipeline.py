@@ -66,8 +66,8 @@ def extract(
 
     ``runner``: ``local`` (default: this process, on ``device``) or ``ray`` (Ray Data workers, one
     per GPU by default; ``runner_options`` go to :class:`~mmselect.runners.RayRunner`). With Ray,
-    this process loads the model on the CPU only to describe it (in the dtype the workers use), and
-    the cache directory must be visible to every worker.
+    this process describes the model without loading its weights (the workers load them), and the
+    cache directory must be visible to every worker.
 
     ``features`` are extract options (see ``mmselect extract --help``); ``methods`` adds the
     options those methods need, so several methods share one pass. ``clip_score`` uses
@@ -96,10 +96,10 @@ def extract(
     runner = make_runner(runner, **(runner_options or {}))
     model_device = device
     if getattr(runner, "remote", False):
-        # The workers compute; this process only describes the model, in the workers' dtype.
+        # The workers compute; this process only describes the model (no weights), in their dtype.
         if dtype == "auto":
             dtype = "bfloat16" if runner.uses_gpus else "float32"
-        model_device = "cpu"
+        model_device = "meta"
     bundle = load_model(model, revision=revision, device=model_device, dtype=dtype, trust_remote_code=trust_remote_code)
     featureset, extraction_rejects = extract_features(
         dataset.samples,
@@ -131,9 +131,11 @@ def extract(
     if "mmssr-scores" in auxiliary:
         from .features.auxiliary import mmssr_score_columns
 
-        scorer = bundle if not scorer_model else load_model(
-            scorer_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
-        )
+        if scorer_model or bundle.device.type == "meta":  # generation needs weights here
+            scorer = load_model(scorer_model or model, revision=None if scorer_model else bundle.load_args["revision"],
+                                device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        else:
+            scorer = bundle
         styler = None if not styler_model else load_model(
             styler_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
         )

@@ -203,7 +203,7 @@ def load_model(
     """Load a preset, a Hugging Face id or a local directory.
 
     Tiny presets are built locally on first use (no download). ``device="auto"``: the first CUDA
-    GPU if there is one. ``dtype="auto"``: bfloat16 on a GPU, float32 on the CPU (bfloat16 is
+    GPU if there is one; ``"meta"``: no weights (describing the model, not running it). ``dtype="auto"``: bfloat16 on a GPU, float32 on the CPU (bfloat16 is
     slower than float32 on most CPUs).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
@@ -231,8 +231,17 @@ def load_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     torch_dtype = resolve_dtype(dtype if not (preset and preset.tiny and dtype == "auto") else "float32", device)
-    model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, **kwargs)
-    model.to(device).eval()
+    if device == "meta":
+        # Structure and dtype without weights: for a process that describes the model but never runs
+        # it (the driver of a Ray run), so it needs neither a GPU nor the memory for the weights.
+        with torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(
+                config, dtype=torch_dtype, **{k: v for k, v in kwargs.items() if k != "revision"}
+            )
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        model.to(device)
+    model.eval()
     processor = _load_processor(source, family, revision, trust_remote_code)
     template_name = template or (preset.template if preset else _default_template(family))
     if template_name not in TEMPLATES:
