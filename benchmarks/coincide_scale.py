@@ -7,9 +7,9 @@ embedding; 27 GB at 665k rows) and an ``n_images`` column (6.1 % text-only recor
 LLaVA-665K), then runs the selection in a fresh process and reports wall time and peak RSS per
 stage.
 
-    python benchmarks/coincide_scale.py run --workdir /tmp/co100k --n 100000
-    python benchmarks/coincide_scale.py run --workdir /tmp/co665k --n 665298
-    python benchmarks/coincide_scale.py compare --workdir /tmp/co20k --n 20000   # effect of the reductions
+    python benchmarks/coincide_scale.py run --workdir scratch/co100k --n 100000
+    python benchmarks/coincide_scale.py run --workdir scratch/co665k --n 665298
+    python benchmarks/coincide_scale.py compare --workdir scratch/co20k --n 20000   # effect of the reductions
 
 ``compare`` runs the selection with the full-width, all-rows k-means (official) and with the
 reductions (``kmeans_dim``, ``kmeans_points_per_centroid``), plus the official configuration

@@ -6,8 +6,8 @@ size): 665,298 samples in the 12 task blocks of llava_v1_5_mix665k.json, a 4,096
 ``rounds`` columns. Then runs ``DataTailor`` in a fresh process (so its peak RSS is the
 selection's own) and reports wall time and peak RSS per stage.
 
-    python benchmarks/datatailor_scale.py --workdir /tmp/dt665k            # full size
-    python benchmarks/datatailor_scale.py --workdir /tmp/dt33k --scale 0.05  # quick run
+    python benchmarks/datatailor_scale.py --workdir scratch/dt665k            # full size
+    python benchmarks/datatailor_scale.py --workdir scratch/dt33k --scale 0.05  # quick run
 
 Synthetic features: each task has a centre; inside it a hierarchy of groups and sub-blobs
 (Gaussian, with spreads that vary from blob to blob, and 1 % broad outliers) in a 64-d latent

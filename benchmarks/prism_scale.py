@@ -7,8 +7,8 @@ llava_v1_5_mix665k.json, the last one, 40,688 rows, text-only), a ``--dim``-wide
 ``n_images`` column. Then runs PRISM in a fresh process per configuration and reports wall time
 and peak RSS per streamed pass.
 
-    python benchmarks/prism_scale.py --workdir /tmp/pr665k
-    python benchmarks/prism_scale.py --workdir /tmp/pr33k --n 33000
+    python benchmarks/prism_scale.py --workdir scratch/pr665k
+    python benchmarks/prism_scale.py --workdir scratch/pr33k --n 33000
 
 Synthetic rows: per source block a centre, groups and sub-blobs in a 64-d latent space, mapped
 to ``dim`` by a fixed random matrix, plus a shared offset (hidden states have one) and noise.
