@@ -64,6 +64,20 @@ def tiny_qwen():
     return load_model("tiny-qwen2-vl", device=TEST_DEVICE)
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen25():
+    from mmselect.models.registry import load_model
+
+    return load_model("tiny-qwen2.5-vl", device=TEST_DEVICE)
+
+
+@pytest.fixture(scope="session")
+def tiny_onevision():
+    from mmselect.models.registry import load_model
+
+    return load_model("tiny-llava-onevision", device=TEST_DEVICE)
+
+
 def copy_mini(tmp_path: Path) -> tuple[Path, Path]:
     data = tmp_path / "data.json"
     shutil.copy(MINI / "data.json", data)

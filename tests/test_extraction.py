@@ -37,7 +37,7 @@ def _reference(bundle, samples):
     return batch, out.hidden_states, answer_nll.cpu().numpy()
 
 
-@pytest.mark.parametrize("which", ["tiny_llava", "tiny_qwen"])
+@pytest.mark.parametrize("which", ["tiny_llava", "tiny_qwen", "tiny_qwen25", "tiny_onevision"])
 def test_hooks_match_hidden_states_and_loss(which, samples, request, tmp_path):
     bundle = request.getfixturevalue(which)
     names = ["last_token", "mean_embed", "visual_mean", "coincide", "answer_nll", "spectrum"]

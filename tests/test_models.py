@@ -66,7 +66,10 @@ def test_demonstration_answers_are_context_not_targets():
     assert rendered.text.index("a1") < rendered.text.index("q2")
 
 
-@pytest.mark.parametrize("tiny,family,template", [("tiny-llava", "llava", "vicuna_v1"), ("tiny-qwen2-vl", "qwen2-vl", "qwen2_vl")])
+@pytest.mark.parametrize("tiny,family,template", [
+    ("tiny-llava", "llava", "vicuna_v1"), ("tiny-qwen2-vl", "qwen2-vl", "qwen2_vl"),
+    ("tiny-qwen2.5-vl", "qwen2.5-vl", "qwen2_vl"), ("tiny-llava-onevision", "llava-onevision", "chatml_image"),
+])
 def test_local_directory_loads_through_auto_classes(tmp_path, tiny, family, template):
     directory = build_tiny_model(tiny, tmp_path / tiny)
     bundle = load_model(str(directory), device="cpu")

@@ -87,6 +87,10 @@ for _preset in [
                 description="offline test model, random weights (selections carry no meaning)"),
     ModelPreset("tiny-qwen2-vl", "tiny-qwen2-vl", "qwen2-vl", "qwen2_vl", dtype="float32", tiny=True,
                 description="offline test model, random weights (selections carry no meaning)"),
+    ModelPreset("tiny-qwen2.5-vl", "tiny-qwen2.5-vl", "qwen2.5-vl", "qwen2_vl", dtype="float32", tiny=True,
+                description="offline test model, random weights (selections carry no meaning)"),
+    ModelPreset("tiny-llava-onevision", "tiny-llava-onevision", "llava-onevision", "chatml_image", dtype="float32",
+                tiny=True, description="offline test model, random weights (selections carry no meaning)"),
 ]:
     register_preset(_preset)
 
@@ -158,14 +162,17 @@ def _load_processor(source: str, family: str, revision: str | None, trust_remote
         processor = None
     if processor is not None and hasattr(processor, "image_processor"):
         return processor
-    # Without torchvision, AutoProcessor silently falls back to a bare tokenizer for Qwen2(.5)-VL
-    # (their video processor needs it); load the image-only processor instead.
-    from .tiny import image_only_qwen2_5_vl_processor, image_only_qwen2_vl_processor
+    # Without torchvision, AutoProcessor silently falls back to a bare tokenizer for Qwen2(.5)-VL and
+    # LLaVA-OneVision (their video processors need it); load the image-only processor instead.
+    from .tiny import image_only_llava_onevision_processor, image_only_qwen2_5_vl_processor, image_only_qwen2_vl_processor
 
-    if family == "qwen2-vl":
-        return image_only_qwen2_vl_processor().from_pretrained(source, revision=revision)
-    if family == "qwen2.5-vl":
-        return image_only_qwen2_5_vl_processor().from_pretrained(source, revision=revision)
+    image_only = {
+        "qwen2-vl": image_only_qwen2_vl_processor,
+        "qwen2.5-vl": image_only_qwen2_5_vl_processor,
+        "llava-onevision": image_only_llava_onevision_processor,
+    }.get(family)
+    if image_only is not None:
+        return image_only().from_pretrained(source, revision=revision)
     raise ConfigError(
         f"could not load an image processor for {source}: AutoProcessor returned "
         f"{type(processor).__name__ if processor is not None else 'nothing'}"

@@ -97,6 +97,28 @@ def image_only_qwen2_5_vl_processor():
     return _image_only_qwen_processor(Qwen2_5_VLProcessor)
 
 
+def image_only_llava_onevision_processor():
+    """A LLaVA-OneVision processor without the video processor (which needs torchvision)."""
+    from transformers import LlavaOnevisionProcessor
+
+    class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
+        attributes = ["image_processor", "tokenizer"]
+
+        def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None,
+                     vision_feature_select_strategy=None, chat_template=None, image_token="<image>",
+                     vision_aspect_ratio="anyres_max_9", **kwargs):
+            self.num_image_tokens = num_image_tokens
+            self.vision_feature_select_strategy = vision_feature_select_strategy
+            self.image_token = getattr(tokenizer, "image_token", None) or image_token
+            self.video_token = "<video>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            self.vision_aspect_ratio = vision_aspect_ratio
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return ImageOnlyLlavaOnevisionProcessor
+
+
 def build_llava(
     directory: Path, *, text: dict, vision: dict, image_size: int, patch_size: int,
     device: str = "cpu", dtype: torch.dtype = torch.float32,
@@ -175,6 +197,74 @@ def build_qwen2_vl(
     processor.save_pretrained(directory)
 
 
+def _qwen_tokenizer_and_ids():
+    special = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = _tokenizer(special)
+    names = ["image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"]
+    return tokenizer, dict(zip(names, tokenizer.convert_tokens_to_ids(special[:4])))
+
+
+def build_qwen2_5_vl(
+    directory: Path, *, text: dict, vision: dict, min_pixels: int, max_pixels: int,
+    device: str = "cpu", dtype: torch.dtype = torch.float32,
+) -> None:
+    """A Qwen2.5-VL model (windowed-attention vision tower) with random weights, like ``build_qwen2_vl``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer, ids = _qwen_tokenizer_and_ids()
+    processor = image_only_qwen2_5_vl_processor()(
+        Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels),
+        tokenizer,
+        chat_template=_CHATML_TEMPLATE.replace("{{ image_text }}", "<|vision_start|><|image_pad|><|vision_end|>"),
+    )
+    config = Qwen2_5_VLConfig(
+        text_config={"vocab_size": len(tokenizer), **text, "pad_token_id": tokenizer.pad_token_id,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
+        vision_config=vision,
+        **ids,
+    )
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration(config).to(dtype).eval()
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
+def build_llava_onevision(
+    directory: Path, *, text: dict, vision: dict, image_size: int, patch_size: int,
+    device: str = "cpu", dtype: torch.dtype = torch.float32,
+) -> None:
+    """A LLaVA-OneVision model (SigLIP tower, Qwen2 decoder, any-resolution tiles) with random weights."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    tokenizer = _tokenizer(["<image>", "<video>", "<|im_start|>", "<|im_end|>"])
+    pinpoints = [[image_size * h, image_size * w] for h in (1, 2) for w in (1, 2)]
+    processor = image_only_llava_onevision_processor()(
+        LlavaOnevisionImageProcessorPil(size={"height": image_size, "width": image_size}, image_grid_pinpoints=pinpoints),
+        tokenizer,
+        num_image_tokens=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="full",
+        chat_template=_CHATML_TEMPLATE.replace("{{ image_text }}", "<image>\n"),
+    )
+    config = LlavaOnevisionConfig(
+        vision_config={"model_type": "siglip_vision_model", "image_size": image_size, "patch_size": patch_size,
+                       "vision_use_head": False, **vision},
+        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), **text,
+                     "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id},
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_grid_pinpoints=pinpoints,
+    )
+    with torch.device(device):
+        model = LlavaOnevisionForConditionalGeneration(config).to(dtype).eval()
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+
+
 # Config sizes: the tiny test models, and real architectures for benchmarks (random weights have the
 # real model's FLOPs). Real sizes follow the published configs.
 _CLIP_L_336 = dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
@@ -194,6 +284,20 @@ ARCHITECTURES: dict[str, tuple] = {
                   num_key_value_heads=2, max_position_embeddings=4096,
                   rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
         min_pixels=56 * 56, max_pixels=112 * 112,
+    )),
+    "tiny-qwen2.5-vl": (build_qwen2_5_vl, dict(
+        vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64,
+                    window_size=56, fullatt_block_indexes=[1]),
+        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=4096,
+                  rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
+        min_pixels=56 * 56, max_pixels=112 * 112,
+    )),
+    "tiny-llava-onevision": (build_llava_onevision, dict(
+        vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=4096),
+        image_size=32, patch_size=8,
     )),
     "llava-1.5-7b-like": (build_llava, dict(
         text=dict(vocab_size=32064, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -234,7 +338,7 @@ def build_architecture(name: str, directory: Path, device: str = "cpu", dtype: t
     builder(Path(directory), device=device, dtype=dtype, **sizes)
 
 
-TINY_MODELS = ("tiny-llava", "tiny-qwen2-vl")
+TINY_MODELS = ("tiny-llava", "tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-llava-onevision")
 
 
 def tiny_cache_dir() -> Path:
