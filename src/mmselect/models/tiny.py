@@ -231,17 +231,18 @@ def build_qwen2_5_vl(
 
 
 def build_llava_onevision(
-    directory: Path, *, text: dict, vision: dict, image_size: int, patch_size: int,
+    directory: Path, *, text: dict, vision: dict, image_size: int, patch_size: int, grid: int = 2,
     device: str = "cpu", dtype: torch.dtype = torch.float32,
 ) -> None:
-    """A LLaVA-OneVision model (SigLIP tower, Qwen2 decoder, any-resolution tiles) with random weights."""
+    """A LLaVA-OneVision model (SigLIP tower, Qwen2 decoder, any-resolution tiles up to ``grid`` x
+    ``grid``; the released models use 6) with random weights."""
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
 
     tokenizer = _tokenizer(["<image>", "<video>", "<|im_start|>", "<|im_end|>"])
-    pinpoints = [[image_size * h, image_size * w] for h in (1, 2) for w in (1, 2)]
+    pinpoints = [[image_size * h, image_size * w] for h in range(1, grid + 1) for w in range(1, grid + 1)]
     processor = image_only_llava_onevision_processor()(
         LlavaOnevisionImageProcessorPil(size={"height": image_size, "width": image_size}, image_grid_pinpoints=pinpoints),
         tokenizer,
@@ -269,6 +270,9 @@ def build_llava_onevision(
 # real model's FLOPs). Real sizes follow the published configs.
 _CLIP_L_336 = dict(vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16),
                    image_size=336, patch_size=14)
+# SigLIP-so400m/14 at 384 px without its last layer, tiles up to 6 x 6 (LLaVA-OneVision).
+_SIGLIP_384 = dict(vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16),
+                   image_size=384, patch_size=14, grid=6)
 _QWEN2_VL_ROPE = {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}
 _QWEN2_VL_IMAGES = dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
 ARCHITECTURES: dict[str, tuple] = {
@@ -314,6 +318,16 @@ ARCHITECTURES: dict[str, tuple] = {
         text=dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                   num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096),
         image_size=224, patch_size=16,
+    )),
+    "llava-onevision-qwen2-0.5b-like": (build_llava_onevision, dict(
+        text=dict(vocab_size=152000, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                  num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768),
+        **_SIGLIP_384,
+    )),
+    "llava-onevision-qwen2-7b-like": (build_llava_onevision, dict(
+        text=dict(vocab_size=152128, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                  num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768),
+        **_SIGLIP_384,
     )),
     "qwen2-vl-2b-like": (build_qwen2_vl, dict(
         vision=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4),
