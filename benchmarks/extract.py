@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=128, help="samples (cycled from examples/mini)")
     parser.add_argument("--batch-size", default="8", help="one or several, comma-separated")
     parser.add_argument("--image-size", default="640x480", help="WxH the example images are resized to")
-    parser.add_argument("--max-length", type=int, default=4096)
+    parser.add_argument("--max-length", type=int, default=None, help="default: the model's context length")
     parser.add_argument("--prefetch", default="auto",
                         help="batches prepared ahead in a background thread; auto (2 on a GPU, 0 on the CPU) or "
                              "several, comma-separated, to compare")

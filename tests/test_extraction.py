@@ -87,6 +87,14 @@ def test_coincide_layers_follow_the_official_ratio():
     assert coincide_layers(32, [1, 2]) == [1, 2]
 
 
+def test_max_length_defaults_to_the_models_context(tiny_llava, tiny_qwen):
+    from mmselect.features.extract import Extractor
+
+    assert Extractor(tiny_llava, []).max_length == 2048  # the tiny LLaVA's max_position_embeddings
+    assert Extractor(tiny_qwen, []).max_length == 4096
+    assert Extractor(tiny_qwen, [], max_length=70).max_length == 70
+
+
 def test_truncation_rejects_only_samples_whose_image_does_not_fit(tiny_llava, samples, tmp_path):
     fs, rejected = extract_features(samples, tiny_llava, ["answer_nll"], cache_dir=tmp_path, batch_size=6, max_length=70, progress=False)
     reasons = {r["key"]: r["reason"] for r in rejected}

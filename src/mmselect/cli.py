@@ -92,6 +92,7 @@ def _summary(out: Path, result) -> None:
 
 
 DeviceOpt = typer.Option("auto", "--device", help="auto (the first CUDA GPU if there is one, else cpu), cpu, cuda, cuda:1, ...")
+MaxLengthOpt = typer.Option(None, "--max-length", help="Tokens per sample (default: the model's context length); longer samples lose their text tail, a sample whose image tokens do not fit is rejected.")
 RunnerOpt = typer.Option("local", "--runner", help="local (this process) or ray (Ray Data workers, one per GPU; `pip install 'mmselect\\[ray]'`).")
 RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to use (auto, ray://host:10001); default: start Ray on this machine.")
 WorkersOpt = typer.Option(None, "--workers", help="Ray workers (default: one per GPU of the cluster).")
@@ -112,7 +113,7 @@ def run(
     device: str = DeviceOpt,
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
     batch_size: int = typer.Option(8, "--batch-size"),
-    max_length: int = typer.Option(2048, "--max-length", help="Tokens per sample; longer samples are truncated (text only)."),
+    max_length: Optional[int] = MaxLengthOpt,
     revision: Optional[str] = typer.Option(None, "--revision", help="Model revision (commit, tag, branch)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model repository's own code to run."),
     runner: str = RunnerOpt,
@@ -151,7 +152,7 @@ def extract(
     dtype: str = typer.Option("auto", "--dtype"),
     batch_size: int = typer.Option(8, "--batch-size"),
     shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),
-    max_length: int = typer.Option(2048, "--max-length"),
+    max_length: Optional[int] = MaxLengthOpt,
     array_dtype: str = typer.Option("float32", "--array-dtype", help="float32 or float16 for the .npy arrays."),
     layers: Optional[str] = typer.Option(None, "--coincide-layers", help="Decoder layers for `coincide` (default: official layers, scaled to the depth)."),
     visual_layer: Optional[int] = typer.Option(None, "--visual-layer", help="Decoder layer for `visual_mean` (default: 1/8 of the depth)."),

@@ -49,7 +49,7 @@ def extract(
     trust_remote_code: bool = False,
     batch_size: int = 8,
     shard_size: int = 256,
-    max_length: int = 2048,
+    max_length: int | None = None,
     array_dtype: str = "float32",
     feature_params: dict[str, dict[str, Any]] | None = None,
     cache_dir: str | os.PathLike | None = None,

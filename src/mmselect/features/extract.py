@@ -115,7 +115,9 @@ class Extractor:
 
     ``prefetch``: batches prepared ahead (rendering, image decoding, tokenization) in one background
     thread while the device runs the current one; ``None`` = 2 on a GPU, 0 on the CPU (where both
-    halves compete for the same cores).
+    halves compete for the same cores). ``max_length``: tokens per sample, default the model's
+    context length (longer samples lose their tail; a sample whose image tokens do not fit is
+    rejected).
     """
 
     def __init__(
@@ -124,7 +126,7 @@ class Extractor:
         features: list[FeatureDef],
         *,
         batch_size: int = 8,
-        max_length: int = 2048,
+        max_length: int | None = None,
         array_dtype: str = "float32",
         prefetch: int | None = None,
     ):
@@ -132,7 +134,7 @@ class Extractor:
         self.prefetch = prefetch if prefetch is not None else (2 if bundle.device.type != "cpu" else 0)
         self.features = features
         self.batch_size = batch_size
-        self.max_length = max_length
+        self.max_length = int(max_length or bundle.context_length)
         self.array_dtype = array_dtype
         self.layers = decoder_layers(bundle.model)
         self.n_layers = len(self.layers)
@@ -438,7 +440,7 @@ def extract_features(
     cache_dir: str | os.PathLike,
     batch_size: int = 8,
     shard_size: int = 256,
-    max_length: int = 2048,
+    max_length: int | None = None,
     array_dtype: str = "float32",
     progress: bool = True,
     runner=None,

@@ -124,6 +124,13 @@ class ModelBundle:
         return self.processor.tokenizer
 
     @property
+    def context_length(self) -> int:
+        """Tokens the language model takes (``max_position_embeddings`` of its text config)."""
+        config = self.model.config
+        text = getattr(config, "text_config", None) or config
+        return int(getattr(text, "max_position_embeddings", None) or 4096)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
