@@ -160,13 +160,18 @@ def build_llava(
 
 def build_qwen2_vl(
     directory: Path, *, text: dict, vision: dict, min_pixels: int, max_pixels: int,
-    device: str = "cpu", dtype: torch.dtype = torch.float32,
+    device: str = "cpu", dtype: torch.dtype = torch.float32, version: str = "2",
 ) -> None:
-    """A Qwen2-VL model with random weights, a tokenizer trained on the fly and an image-only
-    processor; ``text``/``vision`` are config sizes (``text`` includes ``rope_parameters``)."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    """A Qwen2-VL (``version="2"``) or Qwen2.5-VL (``"2.5"``, windowed-attention vision tower) model
+    with random weights, a tokenizer trained on the fly and an image-only processor;
+    ``text``/``vision`` are config sizes (``text`` includes ``rope_parameters``)."""
+    import transformers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
+    prefix, processor_class = {
+        "2": ("Qwen2VL", image_only_qwen2_vl_processor),
+        "2.5": ("Qwen2_5_VL", image_only_qwen2_5_vl_processor),
+    }[version]
     special = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = _tokenizer(special)
     ids = dict(
@@ -175,12 +180,12 @@ def build_qwen2_vl(
             tokenizer.convert_tokens_to_ids(special[:4]),
         )
     )
-    processor = image_only_qwen2_vl_processor()(
+    processor = processor_class()(
         Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels),
         tokenizer,
         chat_template=_CHATML_TEMPLATE.replace("{{ image_text }}", "<|vision_start|><|image_pad|><|vision_end|>"),
     )
-    config = Qwen2VLConfig(
+    config = getattr(transformers, f"{prefix}Config")(
         text_config={
             "vocab_size": len(tokenizer),
             **text,
@@ -192,40 +197,7 @@ def build_qwen2_vl(
         **ids,
     )
     with torch.device(device):
-        model = Qwen2VLForConditionalGeneration(config).to(dtype).eval()
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-
-
-def _qwen_tokenizer_and_ids():
-    special = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"]
-    tokenizer = _tokenizer(special)
-    names = ["image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"]
-    return tokenizer, dict(zip(names, tokenizer.convert_tokens_to_ids(special[:4])))
-
-
-def build_qwen2_5_vl(
-    directory: Path, *, text: dict, vision: dict, min_pixels: int, max_pixels: int,
-    device: str = "cpu", dtype: torch.dtype = torch.float32,
-) -> None:
-    """A Qwen2.5-VL model (windowed-attention vision tower) with random weights, like ``build_qwen2_vl``."""
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    tokenizer, ids = _qwen_tokenizer_and_ids()
-    processor = image_only_qwen2_5_vl_processor()(
-        Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels),
-        tokenizer,
-        chat_template=_CHATML_TEMPLATE.replace("{{ image_text }}", "<|vision_start|><|image_pad|><|vision_end|>"),
-    )
-    config = Qwen2_5_VLConfig(
-        text_config={"vocab_size": len(tokenizer), **text, "pad_token_id": tokenizer.pad_token_id,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
-        vision_config=vision,
-        **ids,
-    )
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(dtype).eval()
+        model = getattr(transformers, f"{prefix}ForConditionalGeneration")(config).to(dtype).eval()
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
 
@@ -289,13 +261,13 @@ ARCHITECTURES: dict[str, tuple] = {
                   rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
         min_pixels=56 * 56, max_pixels=112 * 112,
     )),
-    "tiny-qwen2.5-vl": (build_qwen2_5_vl, dict(
+    "tiny-qwen2.5-vl": (build_qwen2_vl, dict(
         vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=64,
                     window_size=56, fullatt_block_indexes=[1]),
         text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=4096,
                   rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]}),
-        min_pixels=56 * 56, max_pixels=112 * 112,
+        min_pixels=56 * 56, max_pixels=112 * 112, version="2.5",
     )),
     "tiny-llava-onevision": (build_llava_onevision, dict(
         vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
