@@ -1,0 +1,71 @@
+"""The duplicate guard on small cases worked by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from mmselect.dedup import find_duplicates
+from mmselect.errors import ConfigError, MissingFeaturesError
+from mmselect.features.store import FeatureSet
+
+
+def _unit(degrees: float) -> list[float]:
+    return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
+
+
+def test_exact_keeps_the_first_occurrence_by_position_not_row_order():
+    # rows are not in source order: the record at position 1 is the first "aaa"
+    keys = ["0000003-aaa", "0000001-aaa", "0000002-bbb", "0000000-ccc", "0000004-aaa"]
+    features = FeatureSet.from_arrays(keys=keys, columns={"position": np.array([3, 1, 2, 0, 4])})
+    guard = find_duplicates(features, "exact")
+    assert guard.duplicate_of.tolist() == ["0000001-aaa", "", "", "", "0000001-aaa"]
+    assert guard.kind.tolist() == ["exact", "", "", "", "exact"]
+    assert guard.n_duplicates == 2 and guard.info["exact"] == 2
+
+
+def test_none_marks_nothing():
+    features = FeatureSet.from_arrays(keys=["0000000-a", "0000001-a"])
+    assert find_duplicates(features, "none").n_duplicates == 0
+
+
+def test_near_compares_with_earlier_kept_records_of_the_same_task_only():
+    # task t: 0 deg, 20 deg, 40 deg, 90 deg; task u: 0 deg (identical to row 0, other task)
+    # cos(0, 20) = .940 >= .9 -> row 1 repeats row 0; row 2 (40 deg) is compared with the kept
+    # rows only: cos(0, 40) = .766 < .9, so it is kept although cos(20, 40) = .940.
+    embedding = np.array([_unit(0), _unit(20), _unit(40), _unit(90), _unit(0)], dtype=np.float32)
+    keys = [f"000000{i}-h{i}" for i in range(5)]
+    features = FeatureSet.from_arrays(
+        keys=keys, tasks=["t", "t", "t", "t", "u"], columns={"position": np.arange(5)},
+        arrays={"last_token": embedding},
+    )
+    guard = find_duplicates(features, "near", threshold=0.9)
+    assert guard.duplicate_of.tolist() == ["", keys[0], "", "", ""]
+    assert guard.kind.tolist() == ["", "near", "", "", ""]
+    assert guard.info["embedding"] == "last_token" and guard.info["near"] == 1
+    # a looser threshold catches the 40-degree record too (cos .766 >= .75)
+    assert find_duplicates(features, "near", threshold=0.75).duplicate_of.tolist() == ["", keys[0], keys[0], "", ""]
+
+
+def test_near_after_exact_and_every_row_accounted_for():
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((40, 16)).astype(np.float32)
+    embedding = np.concatenate([base, base[:5] + 1e-4, base[5:8]])  # 5 near copies, 3 exact copies
+    hashes = [f"h{i}" for i in range(45)] + [f"h{i}" for i in range(5, 8)]
+    keys = [f"{i:07d}-{h}" for i, h in enumerate(hashes)]
+    features = FeatureSet.from_arrays(keys=keys, columns={"position": np.arange(48)}, arrays={"last_token": embedding})
+    guard = find_duplicates(features, "near", threshold=0.99)
+    assert guard.info["exact"] == 3 and guard.info["near"] == 5
+    assert guard.duplicate_of[40:45].tolist() == keys[:5]
+    assert guard.duplicate_of[45:].tolist() == keys[5:8]
+    assert guard.kept.sum() == 40
+
+
+def test_near_needs_an_embedding_and_bad_options_are_refused():
+    features = FeatureSet.from_arrays(keys=["0000000-a", "0000001-b"])
+    with pytest.raises(MissingFeaturesError, match="last_token"):
+        find_duplicates(features, "near")
+    with pytest.raises(ConfigError):
+        find_duplicates(features, "fuzzy")
+    with pytest.raises(ConfigError):
+        find_duplicates(features, "near", threshold=1.5)
