@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import apportion
 from ..errors import ConfigError
 from ..features.store import FeatureSet
 from ..features.pairs import PAIRINGS, aggregate_pairs, clipper_pairs  # noqa: F401 (public here too)
@@ -178,14 +179,7 @@ def proportional_quotas(counts: np.ndarray, k: int) -> np.ndarray:
         raise ValueError(f"budget {k} outside [0, {total}]")
     if total == 0:
         return np.zeros_like(counts)
-    exact_num = counts * k  # quota_b = floor(exact_num / total) + (largest remainders)
-    quotas = exact_num // total
-    remainders = exact_num - quotas * total
-    left = k - int(quotas.sum())
-    if left:
-        order = np.lexsort((np.arange(len(counts)), -remainders))
-        quotas[order[:left]] += 1
-    return quotas
+    return apportion(k, counts, caps=counts)
 
 
 # --- pairing and aggregation (called by the extraction engine) ----------------------------------------

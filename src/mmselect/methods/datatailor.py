@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..budget import apportion_detail
 from ..errors import BudgetError, ConfigError, NonFiniteFeaturesError
 from ..features.rows import file_backing, nonfinite_rows, read_rows
 from ..features.store import FeatureSet
@@ -391,39 +392,8 @@ def split_budget(
         raise BudgetError(f"budget {k} exceeds what the tasks can give under their caps ({int(upper.sum())})")
     if k < lower.sum() - 1e-9:
         raise BudgetError(f"budget {k} is below the sum of the tasks' minimum rates ({lower.sum():.1f})")
-    raw = k * weights / weights.sum()
-    share = raw.copy()
-    fixed = np.zeros(n_tasks, dtype=bool)
-    for _ in range(n_tasks + 1):
-        free = ~fixed
-        rest = k - share[fixed].sum()
-        wf = weights[free].sum()
-        share[free] = rest * weights[free] / wf if wf > 0 else rest * sizes[free] / max(sizes[free].sum(), 1)
-        over = free & (share > upper + 1e-9)
-        under = free & (share < lower - 1e-9)
-        if not (over.any() or under.any()):
-            break
-        share[over] = upper[over]
-        share[under] = lower[under]
-        fixed |= over | under
-    base = np.floor(share + 1e-9).astype(np.int64)
-    base = np.minimum(base, upper.astype(np.int64))
-    budgets = base.copy()
-    shortfall = int(k - budgets.sum())
-    if fill == "remainder":
-        frac = share - base
-        order = np.lexsort((np.arange(n_tasks), -frac))
-        while budgets.sum() < k:
-            progressed = False
-            for t in order:
-                if budgets.sum() >= k:
-                    break
-                if budgets[t] < upper[t]:
-                    budgets[t] += 1
-                    progressed = True
-            if not progressed:  # pragma: no cover - excluded by the feasibility check above
-                raise BudgetError("cannot place the whole budget within the task caps")
-        shortfall = 0
+    detail = apportion_detail(k, weights, caps=upper, floors=lower, fill=fill == "remainder")
+    budgets, raw, share, fixed, shortfall = detail.budgets, detail.raw, detail.share, detail.fixed, detail.shortfall
     at_upper = fixed & (share >= upper - 1e-9)
     capped = [int(t) for t in np.flatnonzero(at_upper)]
     raised = [int(t) for t in np.flatnonzero(fixed & ~at_upper & (share <= lower + 1e-9))]

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from ..budget import apportion
 from ..errors import BudgetError, NonFiniteFeaturesError
 from ..features.rows import iter_row_blocks
 from ..features.store import FeatureSet
@@ -154,23 +155,12 @@ class Prism(SelectionMethod):
 def _proportional_quotas(sizes: dict[str, int], budget: int) -> dict[str, int]:
     """Split ``budget`` in proportion to ``sizes`` (largest remainder, ties to the first key),
     capped by each size, the excess of capped groups passed on in the same way."""
-    quotas = {t: 0 for t in sizes}
-    remaining = int(budget)
-    while remaining > 0:
-        open_ = [t for t in sizes if sizes[t] - quotas[t] > 0]
-        if not open_:
-            break
-        weight = np.array([sizes[t] for t in open_], dtype=np.float64)
-        exact = remaining * weight / weight.sum()
-        base = np.floor(exact).astype(np.int64)
-        extra = remaining - int(base.sum())
-        order = np.lexsort((np.arange(len(open_)), -(exact - base)))
-        base[order[:extra]] += 1
-        for t, q in zip(open_, base):
-            q = min(int(q), sizes[t] - quotas[t])
-            quotas[t] += q
-            remaining -= q
-    return quotas
+    names = list(sizes)
+    counts = np.array([sizes[t] for t in names], dtype=np.int64)
+    if counts.sum() == 0:
+        return {t: 0 for t in names}
+    quotas = apportion(min(int(budget), int(counts.sum())), counts, caps=counts)
+    return {t: int(q) for t, q in zip(names, quotas)}
 
 
 def redundancy_scores(
