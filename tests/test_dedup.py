@@ -69,3 +69,18 @@ def test_near_needs_an_embedding_and_bad_options_are_refused():
         find_duplicates(features, "fuzzy")
     with pytest.raises(ConfigError):
         find_duplicates(features, "near", threshold=1.5)
+
+
+def test_near_with_several_clusters_finds_every_planted_copy():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((280, 32)).astype(np.float32)
+    copies = base[:20] + 1e-3 * rng.standard_normal((20, 32)).astype(np.float32)
+    embedding = np.concatenate([base, copies])
+    keys = [f"{i:07d}-h{i}" for i in range(300)]
+    features = FeatureSet.from_arrays(keys=keys, columns={"position": np.arange(300)}, arrays={"last_token": embedding})
+    guard = find_duplicates(features, "near", threshold=0.99)
+    from mmselect.methods.semdedup import SemDeDup
+
+    assert SemDeDup().resolve_clusters(300) > 1  # the k-means partition is really used
+    assert guard.duplicate_of[280:].tolist() == keys[:20]
+    assert guard.n_duplicates == 20  # random 32-d rows are far apart: nothing else is marked

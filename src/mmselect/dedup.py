@@ -6,16 +6,17 @@ field such as ``id`` have different hashes; ``near`` catches them (their embeddi
 
 ``near``: additionally, inside each task, a record whose embedding has cosine similarity of at
 least ``threshold`` with an *earlier kept* record of the same task is a duplicate of it. Candidates
-are found with SemDeDup's machinery (rows L2-normalised, projected on their top 128 uncentred
-singular directions when wider, spherical k-means with about 66 rows per cluster, then exact
-full-dimension cosines inside each cluster), so near duplicates that k-means puts in different
-clusters are missed, as in SemDeDup itself. The cost is that of one SemDeDup pass.
+are found with SemDeDup's machinery and defaults (rows L2-normalised, projected on their top 128
+uncentred singular directions when wider, spherical k-means with about 66 rows per cluster, then
+exact full-dimension cosines inside each cluster and task), so near duplicates that k-means puts
+in different clusters are missed, as in SemDeDup itself. The cost is that of one SemDeDup pass.
 
 A guard never looks at scores or labels, so it is the same for every method.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,33 +121,38 @@ def find_duplicates(
 
 
 def _near_duplicates(features: FeatureSet, name: str, threshold: float, seed: int, candidates: np.ndarray) -> dict[int, int]:
-    """row -> kept row it nearly repeats, for rows among ``candidates`` (task by task)."""
-    from .methods.semdedup import SemDeDup, pca_project, read_rows
+    """row -> kept row it nearly repeats, for rows among ``candidates``. SemDeDup's partition
+    (its defaults: PCA to 128-d, K = n / 66, k-means trained on at most 100,000 rows) over all
+    rows, then every (cluster, task) group of candidates in source order."""
+    from .methods.semdedup import SemDeDup, pca_project
     from .methods._kmeans import spherical_kmeans
 
     array = features.array(name)
-    tasks = np.asarray(features.tasks, dtype=object)
-    positions = np.asarray(features.column("position"), dtype=np.int64) if features.has_column("position") else np.arange(features.n)
-    found: dict[int, int] = {}
+    n, d = array.shape
     shape = SemDeDup(seed=seed)
-    for task in sorted(set(tasks[candidates].tolist())):
-        rows = candidates[tasks[candidates] == task]
-        if len(rows) < 2:
-            continue
-        n_clusters = shape.resolve_clusters(len(rows))
-        if n_clusters > 1:
-            sub = read_rows(array, rows, normalize=True)
-            if shape.pca_dim is not None and shape.pca_dim < sub.shape[1] and shape.pca_dim < len(rows):
-                sub, _ = pca_project(sub, shape.pca_dim, seed=seed, center=False, normalize_input=False, normalize_output=True)
-            labels, _, _ = spherical_kmeans(sub, n_clusters, seed=seed, niter=shape.niter, backend=shape.kmeans_backend)
-            del sub
-        else:
-            labels = np.zeros(len(rows), dtype=np.int64)
-        order = np.lexsort((positions[rows], labels))  # by cluster, then source position
-        sorted_rows, sorted_labels = rows[order], labels[order]
-        starts = np.flatnonzero(np.r_[True, np.diff(sorted_labels) != 0])
-        for start, stop in zip(starts, np.r_[starts[1:], len(sorted_rows)]):
-            found.update(_greedy_within(array, sorted_rows[start:stop], threshold))
+    n_clusters = shape.resolve_clusters(n)
+    if n_clusters > 1:
+        source = array
+        if shape.pca_dim is not None and shape.pca_dim < d and shape.pca_dim < n:
+            source, _ = pca_project(array, shape.pca_dim, seed=seed, center=False, normalize_input=True, normalize_output=True)
+        per_centroid = None
+        if shape.kmeans_max_points is not None and n > shape.kmeans_max_points:
+            per_centroid = max(1, math.ceil(shape.kmeans_max_points / n_clusters))
+        labels, _, _ = spherical_kmeans(source, n_clusters, seed=seed, niter=shape.niter, backend=shape.kmeans_backend,
+                                        max_points_per_centroid=per_centroid)
+        del source
+    else:
+        labels = np.zeros(n, dtype=np.int64)
+    _, task_ids = np.unique(np.asarray(features.tasks, dtype=object).astype(str), return_inverse=True)
+    positions = np.asarray(features.column("position"), dtype=np.int64) if features.has_column("position") else np.arange(n)
+    rows = np.asarray(candidates)
+    order = np.lexsort((positions[rows], task_ids[rows], labels[rows]))  # by cluster, task, then position
+    rows = rows[order]
+    group = labels[rows].astype(np.int64) * (int(task_ids.max()) + 1) + task_ids[rows]
+    starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
+    found: dict[int, int] = {}
+    for start, stop in zip(starts, np.r_[starts[1:], len(rows)]):
+        found.update(_greedy_within(array, rows[start:stop], threshold))
     return found
 
 

@@ -1,0 +1,88 @@
+"""How many selected records have their identical copy selected too, per method, with and without
+the duplicate guard.
+
+Builds ``examples/mini`` plus ``--copies`` exact copies of records drawn at random (seeded), extracts
+every method's features once with ``--model`` (default ``tiny-llava``, offline), then selects
+``--budget`` with each method under ``--dedup none``, ``exact`` and ``near``, and counts the selected
+records whose identical copy (same content) is also selected. Also times the guard alone on the
+synthetic 665k features of ``benchmarks/baselines_scale.py`` when ``--scale`` is given.
+
+    python benchmarks/dedup_copies.py --out scratch/dedup
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mmselect import pipeline
+from mmselect.features.store import FeatureSet
+from mmselect.methods import list_methods
+
+MINI = Path(__file__).resolve().parents[1] / "examples" / "mini"
+NEEDS_OTHER_MODELS = {"clip-score", "mmssr"}  # a CLIP model / scorer generations: not offline
+
+
+def build_dataset(out: Path, copies: int, seed: int) -> Path:
+    records = json.loads((MINI / "data.json").read_text())
+    rng = np.random.default_rng(seed)
+    extra = [records[i] for i in rng.choice(len(records), copies, replace=False)]
+    path = out / "data_with_copies.json"
+    path.write_text(json.dumps(records + extra, ensure_ascii=False))
+    return path
+
+
+def redundant_pairs(selection_path: Path) -> int:
+    """Selected records whose identical copy (same content hash) is selected too."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(selection_path, columns=["key", "selected"]).to_pydict()
+    hashes = [key.rsplit("-", 1)[-1] for key, chosen in zip(table["key"], table["selected"]) if chosen]
+    counts: dict[str, int] = {}
+    for digest in hashes:
+        counts[digest] = counts.get(digest, 0) + 1
+    return sum(c for c in counts.values() if c > 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", default="tiny-llava")
+    parser.add_argument("--copies", type=int, default=88)
+    parser.add_argument("--budget", default="0.2")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default=None, help="comma-separated (default: every method that runs offline)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = build_dataset(args.out, args.copies, args.seed)
+    methods = args.methods.split(",") if args.methods else [m for m in list_methods() if m not in NEEDS_OTHER_MODELS]
+    features_dir = args.out / "features"
+    started = time.perf_counter()
+    pipeline.extract(data, out=features_dir, model=args.model, methods=methods, features=["last_token"],
+                     image_root=MINI / "images", progress=False)
+    print(f"extracted in {time.perf_counter() - started:.1f} s")
+    features = FeatureSet.load(features_dir)
+    rows = []
+    for method in methods:
+        row = {"method": method}
+        for mode in ("none", "exact", "near"):
+            out = args.out / f"{method}-{mode}"
+            started = time.perf_counter()
+            pipeline.select(features, method=method, budget=args.budget, out=out, data=data,
+                            image_root=MINI / "images", dedup=mode)
+            row[mode] = redundant_pairs(out / "selection.parquet")
+            row[f"{mode}_s"] = round(time.perf_counter() - started, 2)
+        rows.append(row)
+        print(row, flush=True)
+    print("\n| method | none | exact | near |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['method']} | {row['none']} | {row['exact']} | {row['near']} |")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
