@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from ..errors import ConfigError
-from .base import FeatureNeed, SelectionMethod, SelectionResult, top_k_mask
+from .base import FeatureNeed, Param, SelectionMethod, SelectionResult, top_k_mask
 
 # name -> (module:Class, one-line summary)
 _BUILTIN: dict[str, tuple[str, str]] = {
@@ -49,9 +49,18 @@ _ENTRY_POINTS_LOADED = False
 
 
 def register_method(name: str):
-    """Class decorator: make a :class:`SelectionMethod` available under ``name``."""
+    """Class decorator: make a :class:`SelectionMethod` available under ``name``.
+
+    A name already taken (a built-in method, one registered before or one from an entry point)
+    is refused with a :class:`ConfigError`."""
+    _load_entry_points()
+    if name in _BUILTIN or name in _REGISTERED:
+        owner = "a built-in method" if name in _BUILTIN else f"{_REGISTERED[name].__module__}.{_REGISTERED[name].__qualname__}"
+        raise ConfigError(f"method name {name!r} is already taken by {owner}; register the method under another name")
 
     def decorator(cls: type[SelectionMethod]) -> type[SelectionMethod]:
+        if not (isinstance(cls, type) and issubclass(cls, SelectionMethod)):
+            raise ConfigError(f"register_method({name!r}) decorates a SelectionMethod subclass, got {cls!r}")
         cls.name = name
         _REGISTERED[name] = cls
         return cls
@@ -85,7 +94,8 @@ def method_class(name: str) -> type[SelectionMethod]:
 
 
 def get_method(name: str, **params: Any) -> SelectionMethod:
-    """Instantiate method ``name`` with ``params`` (unknown parameters are an error)."""
+    """Instantiate method ``name`` with ``params``. Unknown parameters and values outside a
+    parameter's declared constraints are a :class:`ConfigError`, raised before any work."""
     cls = method_class(name)
     allowed = cls.param_names()
     unknown = sorted(set(params) - set(allowed))
@@ -105,6 +115,7 @@ def list_methods() -> dict[str, str]:
 
 __all__ = [
     "FeatureNeed",
+    "Param",
     "SelectionMethod",
     "SelectionResult",
     "get_method",

@@ -35,9 +35,12 @@ class ClipScore(SelectionMethod):
     def feature_needs(self):
         return [FeatureNeed("clip_score", "column", "clip_score", finite=False)]
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+    def _fit(self, features: FeatureSet) -> None:
         scores = np.asarray(features.column("clip_score"), dtype=float)
-        scores = np.where(np.isinf(scores), np.nan, scores)
+        self.scores_ = np.where(np.isinf(scores), np.nan, scores)
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        scores = self.scores_
         selected = top_k_mask(scores, k)
         missing = np.isnan(scores)
         return SelectionResult(

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 
 from ..budget import apportion
-from ..errors import ConfigError
 from ..features.store import FeatureSet
 from ..features.pairs import PAIRINGS, aggregate_pairs, clipper_pairs  # noqa: F401 (public here too)
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
+from .base import POSITIVE_INT, Choice, FeatureNeed, Interval, Param, SelectionMethod, SelectionResult
 
 DISTRIBUTION_SCORES = ("zero_shot", "one_shot", "ratio")
 WITHIN_BIN = ("demo_gain", "random", "icl_gain")
@@ -60,6 +59,13 @@ class Clipper(SelectionMethod):
 
     summary = "[interpretation] zero-/one-shot perplexity, coreset mirroring the perplexity histogram"
 
+    _parameter_constraints = {
+        "distribution_score": Param("perplexity whose histogram the coreset mirrors", Choice(*DISTRIBUTION_SCORES)),
+        "n_bins": Param("number of quantile bins of the distribution score", POSITIVE_INT),
+        "within_bin": Param("ranking inside a bin", Choice(*WITHIN_BIN)),
+        "seed": Param("seed of the random within-bin ranking", Interval(int, 0, None)),
+    }
+
     def __init__(
         self,
         *,
@@ -74,10 +80,6 @@ class Clipper(SelectionMethod):
         self.seed = seed
 
     def feature_needs(self):
-        check_choice("distribution_score", self.distribution_score, set(DISTRIBUTION_SCORES))
-        check_choice("within_bin", self.within_bin, set(WITHIN_BIN))
-        if int(self.n_bins) != self.n_bins or self.n_bins < 1:
-            raise ConfigError(f"n_bins must be a positive integer, got {self.n_bins!r}")
         names: list[str] = []
         if self.distribution_score in ("zero_shot", "ratio") or self.within_bin == "icl_gain":
             names.append("answer_nll")

@@ -18,7 +18,7 @@ from ..errors import ConfigError, DataFormatError, NonFiniteFeaturesError
 from ..features.rows import cast, gather_rows, read_rows, release_memory
 from ..features.store import FeatureSet
 from ._kmeans import NonFiniteRowsError, available_backend, spherical_kmeans
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
+from .base import NONE, POSITIVE_INT, Choice, FeatureNeed, Interval, Param, SelectionMethod, SelectionResult
 
 # Official ratio: K = 10,000 clusters for LLaVA-665K, about 67 samples per cluster.
 SAMPLES_PER_CLUSTER = 67
@@ -111,6 +111,26 @@ class Coincide(SelectionMethod):
 
     summary = "cluster transferability/density budget split, greedy MMD inside clusters"
 
+    _parameter_constraints = {
+        "n_clusters": Param("k-means clusters K (None: N / 67, the official ratio)", POSITIVE_INT, NONE),
+        "temperature": Param("tau of the share softmax(S / (tau D))", Interval(float, 0, None, "neither")),
+        "sigma": Param("width of the Gaussian kernel of the density and the MMD", Interval(float, 0, None, "neither")),
+        "transfer_threshold": Param("centroid cosines above it are left out of the transferability",
+                                    Interval(float, None, None)),
+        "transfer_halves": Param("part of each centroid the transferability compares", Choice("text", "all")),
+        "n_layers": Param("layer blocks [visual | text] per embedding row (None: from the manifest, else 5)",
+                          POSITIVE_INT, NONE),
+        "seed": Param("k-means seed, also of the k-means samples", Interval(int, 0, None)),
+        "kmeans_iters": Param("Lloyd iterations", POSITIVE_INT),
+        "backend": Param("k-means implementation", Choice("auto", "faiss", "sklearn")),
+        "kmeans_dim": Param("k-means on a projection to this many directions ('auto': 128 above 1,024 wide)",
+                            POSITIVE_INT, Choice(None, "auto", "none", "null")),
+        "kmeans_points_per_centroid": Param("train k-means on this many sampled rows per centroid ('auto': 16 above 200k rows)",
+                                            POSITIVE_INT, Choice(None, "auto", "none", "null")),
+        "text_only": Param("text-only records clustered apart by their text halves, or as they are",
+                           Choice("separate", "as_is")),
+    }
+
     def __init__(
         self,
         *,
@@ -140,26 +160,8 @@ class Coincide(SelectionMethod):
         self.kmeans_points_per_centroid = kmeans_points_per_centroid
         self.text_only = text_only
 
-    # --- parameters ---------------------------------------------------------------------------
-    def _check_params(self) -> None:
-        check_choice("transfer_halves", self.transfer_halves, {"text", "all"})
-        check_choice("text_only", self.text_only, {"separate", "as_is"})
-        check_choice("backend", self.backend, {"auto", "faiss", "sklearn"})
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
-        if not self.sigma > 0:
-            raise ConfigError(f"sigma must be > 0, got {self.sigma}")
-        if self.n_layers is not None and int(self.n_layers) < 1:
-            raise ConfigError(f"n_layers must be >= 1, got {self.n_layers}")
-        if self.n_clusters is not None and int(self.n_clusters) < 1:
-            raise ConfigError(f"n_clusters must be >= 1, got {self.n_clusters}")
-        for name in ("kmeans_dim", "kmeans_points_per_centroid"):
-            value = _none(getattr(self, name))
-            if not (value is None or value == "auto" or (isinstance(value, (int, np.integer)) and value >= 1)):
-                raise ConfigError(f"{name} must be None (null), 'auto' or a positive integer, got {value!r}")
-
     def feature_needs(self):
-        self._check_params()
+        self.check_params()
         # NaN has no meaning here (the extraction gives text-only rows a zero visual half, not
         # NaN), but the check is left to the passes the method makes anyway, which refuse NaN/inf
         # with the keys: the k-means pass (l2_normalize) and the per-cluster pass (_kernel_of),

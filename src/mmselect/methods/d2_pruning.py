@@ -9,9 +9,8 @@ import math
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ..features.store import FeatureSet
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
+from .base import NONE, POSITIVE_INT, Choice, FeatureNeed, Interval, OfType, Param, SelectionMethod, SelectionResult
 from .semdedup import BLOCK_ROWS, Stopwatch, pca_project, read_rows
 
 EXACT_WORK_LIMIT = 4e12  # n * n * d below which knn="auto" searches exactly (about a minute on 2 cores)
@@ -261,6 +260,23 @@ class D2Pruning(SelectionMethod):
 
     summary = "kNN graph message passing + greedy reverse passing"
 
+    _parameter_constraints = {
+        "embedding": Param("array the kNN graph is built on", OfType(str, label="an array name")),
+        "score": Param("column of per-sample difficulty scores", OfType(str, label="a column name")),
+        "n_neighbors": Param("neighbours per sample in the kNN graph", POSITIVE_INT),
+        "gamma": Param("decay of the reverse message passing exp(-gamma d)", Interval(float, 0, None)),
+        "forward_gamma": Param("decay of the forward message passing exp(-forward_gamma d)", Interval(float, 0, None)),
+        "distance": Param("graph distance", Choice("sqeuclidean", "euclidean", "cosine")),
+        "normalize": Param("L2-normalise the rows before the distances", Choice(True, False)),
+        "score_floor": Param("scores below it count as it in the message passing", Interval(float, None, None)),
+        "knn": Param("neighbour search: exact, faiss IVF, or by size", Choice("auto", "exact", "ivf")),
+        "pca_dim": Param("IVF search on a projection to this many directions (None: full width)", POSITIVE_INT, NONE),
+        "nprobe": Param("IVF lists probed per query", POSITIVE_INT),
+        "rerank": Param("candidates re-ranked in the full embedding after a projected search (None: none)",
+                        POSITIVE_INT, NONE),
+        "seed": Param("seed of the projection and of the IVF training", Interval(int, 0, None)),
+    }
+
     def __init__(
         self,
         *,
@@ -293,14 +309,6 @@ class D2Pruning(SelectionMethod):
         self.seed = seed
 
     def feature_needs(self):
-        check_choice("distance", self.distance, {"sqeuclidean", "euclidean", "cosine"})
-        check_choice("knn", self.knn, {"auto", "exact", "ivf"})
-        if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
-            raise ConfigError(f"n_neighbors must be a positive integer, got {self.n_neighbors!r}")
-        for name in ("pca_dim", "rerank"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
         return [
             FeatureNeed(self.embedding, "array", _PRODUCERS.get(self.embedding)),
             FeatureNeed(self.score, "column", _PRODUCERS.get(self.score)),

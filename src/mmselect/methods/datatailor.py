@@ -36,10 +36,15 @@ from ..errors import BudgetError, ConfigError, NonFiniteFeaturesError
 from ..features.rows import file_backing, nonfinite_rows, read_rows
 from ..features.store import FeatureSet
 from .base import (
+    NONE,
+    POSITIVE_INT,
+    Choice,
     FeatureNeed,
+    Interval,
+    Param,
+    Satisfies,
     SelectionMethod,
     SelectionResult,
-    check_choice,
     top_k_mask,
 )
 
@@ -133,6 +138,33 @@ class DataTailor(SelectionMethod):
 
     summary = "informativeness (singular-value entropy) + uniqueness + representativeness, task budgets"
 
+    _parameter_constraints = {
+        "lam": Param("dendrogram cut, as a fraction of the root merge height", Interval(float, 0, 1, "right")),
+        "threshold_space": Param("cut the Ward height (official) or the merge cost dSSE (paper)", Choice("height", "dsse")),
+        "uniqueness": Param("uniqueness formula: the official code's or the paper's", Choice("official", "paper")),
+        "representativeness": Param("representativeness formula: the official code's or the paper's",
+                                    Choice("official", "paper")),
+        "normalize": Param("per-task normalisation of the three values", Choice("rank", "minmax")),
+        "fill": Param("task budgets: floors plus largest remainders (exact k), or floors only (official)",
+                      Choice("remainder", "official")),
+        "rate_clamp": Param("(lo, hi) bounds on every task's selection rate (None: none)", NONE,
+                            Satisfies(lambda v: len(v) == 2 and all(0 <= float(x) <= 1 for x in v)
+                                      and float(v[0]) <= float(v[1]), "a pair (lo, hi) with 0 <= lo <= hi <= 1")),
+        "task_preset": Param("tasks from the task column (None) or the official 665k index blocks",
+                             Choice(None, "llava665k-blocks")),
+        "singleton_uniqueness": Param("uniqueness of a sample alone in its cluster (official 0/0)", Choice("nan", "zero")),
+        "exact_ward_max": Param("tasks up to this size get exact Ward, larger ones the approximation",
+                                Interval(int, 0, None)),
+        "approx_micro_clusters": Param("k-means micro-clusters per task in the approximate Ward", Interval(int, 2, None)),
+        "approx_ward_points": Param("size of the weighted Ward problem in the approximate route", POSITIVE_INT),
+        "approx_dim": Param("PCA dimension of the micro-clustering (None: full width)", POSITIVE_INT, NONE),
+        "kmeans_backend": Param("k-means implementation of the approximate route", Choice("auto", "faiss", "sklearn")),
+        "uniqueness_max_refs": Param("larger clusters sample this many reference members for the uniqueness",
+                                     POSITIVE_INT),
+        "block_rows": Param("rows read and processed at a time (memory bound)", POSITIVE_INT),
+        "seed": Param("seed of the approximate route and of the reference sampling", Interval(int, 0, None)),
+    }
+
     def __init__(
         self,
         *,
@@ -174,35 +206,13 @@ class DataTailor(SelectionMethod):
 
     # --- parameters and features --------------------------------------------------------------
     def _check_params(self) -> None:
-        check_choice("threshold_space", self.threshold_space, {"height", "dsse"})
-        check_choice("uniqueness", self.uniqueness, {"official", "paper"})
-        check_choice("representativeness", self.representativeness, {"official", "paper"})
-        check_choice("normalize", self.normalize, {"rank", "minmax"})
-        check_choice("fill", self.fill, {"remainder", "official"})
-        check_choice("task_preset", self.task_preset, {None, "llava665k-blocks"})
-        check_choice("singleton_uniqueness", self.singleton_uniqueness, {"nan", "zero"})
-        check_choice("kmeans_backend", self.kmeans_backend, {"auto", "faiss", "sklearn"})
-        if not (0.0 < float(self.lam) <= 1.0):
-            raise ConfigError(f"lam must be in (0, 1], got {self.lam!r}")
-        if self.rate_clamp is not None:
-            try:
-                lo, hi = (float(x) for x in self.rate_clamp)
-            except (TypeError, ValueError):
-                raise ConfigError(f"rate_clamp must be (lo, hi) or None, got {self.rate_clamp!r}") from None
-            if not (0.0 <= lo <= hi <= 1.0):
-                raise ConfigError(f"rate_clamp must satisfy 0 <= lo <= hi <= 1, got {self.rate_clamp!r}")
-        for name in ("exact_ward_max", "uniqueness_max_refs", "block_rows"):
-            if int(getattr(self, name)) < (0 if name == "exact_ward_max" else 1):
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if int(self.approx_micro_clusters) < 2:
-            raise ConfigError("approx_micro_clusters must be >= 2")
         if int(self.approx_ward_points) < int(self.approx_micro_clusters):
             raise ConfigError("approx_ward_points must be >= approx_micro_clusters")
         if self.approx_dim is not None and int(self.approx_dim) < 1:
             raise ConfigError("approx_dim must be a positive integer or None")
 
     def feature_needs(self) -> list[FeatureNeed]:
-        self._check_params()
+        self.check_params()
         return [
             FeatureNeed("sve", "column", "spectrum"),
             FeatureNeed("sv_top_ratio", "column", "spectrum"),
@@ -232,7 +242,7 @@ class DataTailor(SelectionMethod):
 
     # --- selection ----------------------------------------------------------------------------
     def _select(self, features: FeatureSet, k: int) -> SelectionResult:
-        self._check_params()
+        self.check_params()
         n = features.n
         sve = np.asarray(features.column("sve"), dtype=np.float64)
         top = np.asarray(features.column("sv_top_ratio"), dtype=np.float64)

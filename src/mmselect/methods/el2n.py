@@ -5,47 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..features.store import FeatureSet
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
-
-BANDS = ("low", "mid", "high")
-
-
-def band_order(values: np.ndarray, k: int, band: str) -> np.ndarray:
-    """Indices of ``values`` in order of preference for a ``band``; the first ``k`` are the band.
-
-    Samples are ranked by (value, position), ascending. ``low`` prefers the lowest values,
-    ``high`` the highest (ties: earlier position first), ``mid`` prefers ranks by their distance
-    to the centre ``c = (n - k) // 2 + (k - 1) / 2`` of the band ``[(n - k) // 2, (n - k) // 2 + k)``;
-    equal distances go to the lower rank. The first ``k`` entries of the ``mid`` order are exactly
-    that band, so a score derived from the order agrees with the selection.
-    """
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    positions = np.arange(n)
-    if band == "low":
-        return np.lexsort((positions, values))
-    if band == "high":
-        return np.lexsort((positions, -values))
-    if band != "mid":
-        raise ValueError(f"unknown band {band!r}")
-    ascending = np.lexsort((positions, values))
-    rank = np.empty(n, dtype=float)
-    rank[ascending] = np.arange(n)
-    centre = (n - k) // 2 + (k - 1) / 2.0
-    distance = np.abs(rank - centre)
-    # 2*distance is an integer; +1 on the right of the centre makes every key unique and puts
-    # the left neighbour first at equal distance.
-    key = 2.0 * distance + (rank > centre)
-    return np.argsort(key, kind="stable")
-
-
-def scores_from_order(order: np.ndarray) -> np.ndarray:
-    """Scores that decrease along ``order``: ``n`` for the first, ``1`` for the last."""
-    n = len(order)
-    scores = np.empty(n, dtype=float)
-    scores[order] = np.arange(n, 0, -1, dtype=float)
-    return scores
-
+from .base import (  # noqa: F401 (band_order, scores_from_order: public here too)
+    BANDS,
+    Choice,
+    FeatureNeed,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+    band_mask,
+    band_order,
+    scores_from_order,
+)
 
 class EL2N(SelectionMethod):
     """EL2N = mean over the answer tokens of ``||softmax(logits_t) - onehot(y_t)||_2``.
@@ -71,20 +41,23 @@ class EL2N(SelectionMethod):
     """
 
     summary = "answer-token error L2 norm, keep a band"
+    _parameter_constraints = {
+        "band": Param("part of the EL2N ranking kept: the lowest, the middle or the highest", Choice(*BANDS)),
+    }
 
     def __init__(self, *, band: str = "mid"):
         self.band = band
 
     def feature_needs(self):
-        check_choice("band", self.band, set(BANDS))
         return [FeatureNeed("el2n", "column", "el2n")]
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
-        el2n = np.asarray(features.column("el2n"), dtype=float)
-        n = len(el2n)
+    def _fit(self, features: FeatureSet) -> None:
+        self.el2n_ = np.asarray(features.column("el2n"), dtype=float)
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        el2n = self.el2n_
         order = band_order(el2n, k, self.band)
-        selected = np.zeros(n, dtype=bool)
-        selected[order[:k]] = True
+        selected = band_mask(order, k)
         kept = el2n[selected]
         return SelectionResult(
             selected=selected,

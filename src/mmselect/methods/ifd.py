@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..features.store import FeatureSet
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
-from .el2n import BANDS, band_order, scores_from_order
+from .base import (
+    BANDS,
+    NONE,
+    Choice,
+    FeatureNeed,
+    Interval,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+    band_order,
+    scores_from_order,
+)
 
 
 class IFD(SelectionMethod):
@@ -40,24 +49,29 @@ class IFD(SelectionMethod):
     """
 
     summary = "instruction-following difficulty: PPL(a|q) / PPL(a)"
+    _parameter_constraints = {
+        "band": Param("part of the IFD ranking kept among the eligible samples", Choice(*BANDS)),
+        "threshold": Param("samples with IFD >= threshold are not eligible (None: all are)",
+                           Interval(float, None, None), NONE),
+    }
 
     def __init__(self, *, band: str = "high", threshold: float | None = 1.0):
         self.band = band
         self.threshold = threshold
 
     def feature_needs(self):
-        check_choice("band", self.band, set(BANDS))
-        if self.threshold is not None and not np.isfinite(float(self.threshold)):
-            raise ConfigError(f"threshold must be a finite number or None, got {self.threshold!r}")
         return [
             FeatureNeed("answer_nll", "column", "answer_nll"),
             FeatureNeed("answer_nll_noinstr", "column", "ifd"),
         ]
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+    def _fit(self, features: FeatureSet) -> None:
         nll = np.asarray(features.column("answer_nll"), dtype=float)
         nll_noinstr = np.asarray(features.column("answer_nll_noinstr"), dtype=float)
-        log_ifd = nll - nll_noinstr
+        self.log_ifd_ = nll - nll_noinstr
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        log_ifd = self.log_ifd_
         ifd = np.exp(log_ifd)
         n = len(ifd)
         if self.threshold is None:

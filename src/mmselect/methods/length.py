@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..features.store import FeatureSet
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice, top_k_mask
+from .base import Choice, FeatureNeed, Param, SelectionMethod, SelectionResult, top_k_mask
 
 
 class LengthSelection(SelectionMethod):
@@ -19,14 +19,19 @@ class LengthSelection(SelectionMethod):
     """
 
     summary = "longest conversations first (token count)"
+    _parameter_constraints = {
+        "by": Param("length measure: tokens under the model's template, or characters of the text",
+                    Choice("n_tokens", "n_text_chars")),
+    }
 
     def __init__(self, *, by: str = "n_tokens"):
         self.by = by
 
     def feature_needs(self):
-        check_choice("by", self.by, {"n_tokens", "n_text_chars"})
         return [FeatureNeed(self.by, "column", "tokens" if self.by == "n_tokens" else None)]
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
-        scores = np.asarray(features.column(self.by), dtype=float)
-        return SelectionResult(selected=top_k_mask(scores, k), scores=scores)
+    def _fit(self, features: FeatureSet) -> None:
+        self.scores_ = np.asarray(features.column(self.by), dtype=float)
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        return SelectionResult(selected=top_k_mask(self.scores_, k), scores=self.scores_)

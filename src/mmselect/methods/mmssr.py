@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, DataFormatError, MissingFeaturesError
+from ..errors import ConfigError, MissingFeaturesError
 from ..features.store import FeatureSet
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
+from ..features.user_scores import as_style_list as _as_style_list
+from ..features.user_scores import load_user_scores  # noqa: F401 (moved to the features layer; public here too)
+from .base import NONE, Choice, FeatureNeed, Interval, OfType, Param, Satisfies, SelectionMethod, SelectionResult, check_choice
 
 SCORE_PREFIX = "score_"
 STYLES_COLUMN = "styles"
@@ -74,6 +74,16 @@ class MMSSR(SelectionMethod):
     """
 
     summary = "capability scores round-robin over style x source bins"
+    _parameter_constraints = {
+        "capabilities": Param(
+            "capabilities to rotate over, in order (None: every score_<capability> column)",
+            NONE, OfType(str),
+            Satisfies(lambda v: isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v), "a list of names"),
+        ),
+        "threshold": Param("only samples scoring above it enter a capability's pool", Interval(float, None, None)),
+        "seed": Param("seed of the tie-break between equal scores (None: row order)", Interval(int, None, None), NONE),
+        "fill": Param("what fills the budget once every capability has run dry", Choice(*FILL_RULES)),
+    }
 
     def __init__(
         self,
@@ -89,10 +99,14 @@ class MMSSR(SelectionMethod):
         self.fill = fill
 
     def feature_needs(self):
-        check_choice("fill", self.fill, set(FILL_RULES))
         needs = [FeatureNeed(f"{SCORE_PREFIX}{c}", "column", PRODUCED_BY, finite=False) for c in self._named_caps()]
         needs.append(FeatureNeed(STYLES_COLUMN, "column", PRODUCED_BY, finite=False))
         return needs
+
+    def feature_params(self) -> dict[str, dict[str, Any]]:
+        """Generate scores only for the capabilities this selection samples."""
+        caps = self._named_caps()
+        return {PRODUCED_BY: {"capabilities": caps}} if caps else {}
 
     def _named_caps(self) -> list[str]:
         if self.capabilities is None:
@@ -149,24 +163,6 @@ class MMSSR(SelectionMethod):
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def _as_style_list(value) -> list[str]:
-    """A styles cell as a list: lists/arrays as is, a comma-separated or JSON string split, None -> []."""
-    if value is None:
-        return []
-    if isinstance(value, float) and np.isnan(value):
-        return []
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                parsed = json.loads(text)
-                return [str(s) for s in parsed]
-            except json.JSONDecodeError:
-                pass
-        return [s.strip() for s in text.split(",") if s.strip()]
-    return [str(s) for s in value]
-
-
 def tie_break_ranks(keys: Sequence[str], seed: int | None) -> np.ndarray:
     """Rank (0 = first) of every sample in the tie-break order.
 
@@ -374,130 +370,6 @@ def mmssr_sample(
         "bin": pick_bin,
         "info": info,
     }
-
-
-# --- user-brought scores --------------------------------------------------------------------------
-def _read_table(path: Path):
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.parquet as pq
-
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    if suffix == ".csv":
-        types = {"key": pa.string(), STYLES_COLUMN: pa.string()}
-        try:
-            table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
-        except pa.ArrowInvalid as error:
-            raise DataFormatError(f"{path}: cannot read CSV ({error})") from None
-        return table.to_pylist()
-    if suffix in (".jsonl", ".ndjson"):
-        rows = []
-        with open(path, encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise DataFormatError(f"{path}:{line_no}: invalid JSON ({error.msg})") from None
-        return rows
-    raise DataFormatError(f"{path}: unsupported scores file type {suffix!r} (use .csv, .jsonl or .parquet)")
-
-
-def _to_float(value) -> float:
-    if value is None:
-        return np.nan
-    if isinstance(value, str):
-        text = value.strip()
-        if text == "" or text.lower() in ("nan", "null", "none"):
-            return np.nan
-        try:
-            return float(text)
-        except ValueError:
-            return np.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return np.nan
-
-
-def load_user_scores(
-    path: str | Path, features_or_keys: FeatureSet | Sequence[str], *, allow_missing: bool = False
-) -> dict[str, np.ndarray]:
-    """Read mmSSR scores and styles you computed yourself; return columns aligned with the samples.
-
-    File layout (``.csv``, ``.jsonl`` or ``.parquet``), one row per sample:
-
-    * an identifier: ``key`` (the sample key, as in ``samples.parquet``) **or** ``position`` (0-based
-      record position in the dataset);
-    * ``score_<capability>`` columns: a number (any scale; the threshold applies to it), empty /
-      ``NaN`` / ``null`` when there is no usable score;
-    * ``styles``: the sample's styles, first style first: a list (JSONL/parquet), or a string with
-      the styles separated by commas, or a JSON list in a string (CSV), e.g. ``"yes/no, multi-choice"``.
-
-    Returns ``{"score_<capability>": float array, "styles": object array of lists}`` in the row order
-    of ``features_or_keys`` (add them with ``features.with_columns(**columns)``). Unknown keys or
-    positions, duplicates, and (unless ``allow_missing``) samples absent from the file are errors;
-    absent samples get NaN scores and no styles when allowed.
-    """
-    path = Path(path)
-    keys = features_or_keys.keys if isinstance(features_or_keys, FeatureSet) else list(features_or_keys)
-    keys = [str(k) for k in keys]
-    n = len(keys)
-    rows = _read_table(path)
-    if not rows:
-        raise DataFormatError(f"{path}: no rows")
-    fields: list[str] = []
-    for row in rows:
-        for name in row:
-            if name not in fields:
-                fields.append(name)
-    if "key" in fields:
-        id_field = "key"
-        index_of = {key: i for i, key in enumerate(keys)}
-    elif "position" in fields:
-        id_field = "position"
-        index_of = None
-    else:
-        raise DataFormatError(f"{path}: needs a 'key' or a 'position' column to match rows to samples")
-    score_fields = [f for f in fields if f.startswith(SCORE_PREFIX)]
-    if not score_fields and STYLES_COLUMN not in fields:
-        raise DataFormatError(f"{path}: no score_<capability> or styles column (columns: {fields})")
-    columns: dict[str, np.ndarray] = {f: np.full(n, np.nan) for f in score_fields}
-    styles = np.empty(n, dtype=object)
-    styles[:] = [[] for _ in range(n)]
-    seen = np.zeros(n, dtype=bool)
-    for line_no, row in enumerate(rows, 1):
-        ident = row.get(id_field)
-        if id_field == "key":
-            i = index_of.get(str(ident)) if ident is not None else None
-            if i is None:
-                raise DataFormatError(f"{path}: row {line_no}: key {ident!r} is not a sample of this dataset")
-        else:
-            try:
-                i = int(ident)
-            except (TypeError, ValueError):
-                raise DataFormatError(f"{path}: row {line_no}: invalid position {ident!r}") from None
-            if not 0 <= i < n:
-                raise DataFormatError(f"{path}: row {line_no}: position {i} outside [0, {n})")
-        if seen[i]:
-            raise DataFormatError(f"{path}: row {line_no}: sample {keys[i]!r} appears twice")
-        seen[i] = True
-        for f in score_fields:
-            columns[f][i] = _to_float(row.get(f))
-        if STYLES_COLUMN in fields:
-            styles[i] = _as_style_list(row.get(STYLES_COLUMN))
-    if not allow_missing and not seen.all():
-        missing = [keys[i] for i in np.flatnonzero(~seen)[:10]]
-        raise DataFormatError(
-            f"{path}: {int((~seen).sum())} sample(s) have no row, e.g. {missing} (pass allow_missing=True to "
-            "give them NaN scores)"
-        )
-    if STYLES_COLUMN in fields:
-        columns[STYLES_COLUMN] = styles
-    return columns
 
 
 __all__ = ["MMSSR", "load_user_scores", "mmssr_sample", "tie_break_ranks"]

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..features.store import FeatureSet
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice
+from .base import (
+    BANDS,
+    Choice,
+    FeatureNeed,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+    band_mask,
+    band_order,
+    scores_from_order,
+)
 
 
 class PerplexitySelection(SelectionMethod):
@@ -14,42 +24,35 @@ class PerplexitySelection(SelectionMethod):
     Parameters
     ----------
     band : {"low", "mid", "high"}
-        ``low`` keeps the k lowest perplexities, ``high`` the k highest, ``mid`` the k closest
-        to the median in rank (the band centred on the middle of the sorted order).
+        ``low`` keeps the k lowest perplexities, ``high`` the k highest, ``mid`` the band of k
+        ranks centred on the middle of the sorted order (:func:`~mmselect.methods.base.band_order`).
 
     Samples are ordered by (perplexity, position), so ties are resolved deterministically.
-    The score written for every sample is its preference under the chosen band (higher = kept first).
+    The score written for every sample is its place in the band's preference order (higher = kept
+    first), so the ``k`` highest scores are exactly the selection.
     """
 
     summary = "keep a low / mid / high band of answer perplexity"
+    _parameter_constraints = {
+        "band": Param("part of the perplexity ranking kept: the lowest, the middle or the highest", Choice(*BANDS)),
+    }
 
     def __init__(self, *, band: str = "mid"):
         self.band = band
 
     def feature_needs(self):
-        check_choice("band", self.band, {"low", "mid", "high"})
         return [FeatureNeed("answer_nll", "column", "answer_nll")]
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
-        nll = np.asarray(features.column("answer_nll"), dtype=float)
-        n = len(nll)
-        order = np.lexsort((np.arange(n), nll))  # ascending perplexity, earlier position first
-        rank = np.empty(n, dtype=float)
-        rank[order] = np.arange(n)
-        if self.band == "low":
-            preference = -rank
-        elif self.band == "high":
-            preference = rank
-        else:
-            # Distance in rank from the centre; the band [start, start + k) is centred on it.
-            centre = (n - 1) / 2.0
-            preference = -np.abs(rank - centre)
+    def _fit(self, features: FeatureSet) -> None:
+        self.nll_ = np.asarray(features.column("answer_nll"), dtype=float)
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        n = len(self.nll_)
+        order = band_order(self.nll_, k, self.band)
         start = {"low": 0, "high": n - k, "mid": (n - k) // 2}[self.band]
-        selected = np.zeros(n, dtype=bool)
-        selected[order[start : start + k]] = True
         return SelectionResult(
-            selected=selected,
-            scores=preference,
-            values={"perplexity": np.exp(nll)},
+            selected=band_mask(order, k),
+            scores=scores_from_order(order),
+            values={"perplexity": np.exp(self.nll_)},
             info={"band": self.band, "band_ranks": [int(start), int(start + k)]},
         )

@@ -20,7 +20,9 @@ from .base import (
     FeatureNeed,
     SelectionMethod,
     SelectionResult,
-    check_choice,
+    POSITIVE_INT,
+    Choice,
+    Param,
     top_k_mask,
 )
 
@@ -67,6 +69,14 @@ class Prism(SelectionMethod):
 
     summary = "lowest mean centred correlation of pooled visual features"
 
+    _parameter_constraints = {
+        "center": Param("what each pooled feature is centred by before the correlation",
+                        Choice("dataset_mean", "per_vector")),
+        "scope": Param("correlate against all image records, or within each task", Choice("global", "per_task")),
+        "keep_text_only": Param("keep every text-only record (they have no visual feature)", Choice(True, False)),
+        "block_rows": Param("rows read at a time (memory bound)", POSITIVE_INT),
+    }
+
     def __init__(
         self,
         *,
@@ -81,9 +91,6 @@ class Prism(SelectionMethod):
         self.block_rows = block_rows
 
     def feature_needs(self):
-        check_choice("center", self.center, {"dataset_mean", "per_vector"})
-        check_choice("scope", self.scope, {"global", "per_task"})
-        check_choice("keep_text_only", self.keep_text_only, {True, False})
         return [
             # finite=False: text-only rows may be NaN; image rows are checked while streaming
             FeatureNeed("visual_mean", "array", "visual_mean", finite=False),

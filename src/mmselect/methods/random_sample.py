@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..features.store import FeatureSet
-from .base import SelectionMethod, SelectionResult
+from .base import Interval, Param, SelectionMethod, SelectionResult
 
 
 class RandomSelection(SelectionMethod):
@@ -18,15 +18,17 @@ class RandomSelection(SelectionMethod):
     """
 
     summary = "uniform random subset (seeded)"
+    _parameter_constraints = {"seed": Param("seed of the random scores (same seed, same subset)", Interval(int, 0, None))}
 
     def __init__(self, *, seed: int = 0):
         self.seed = seed
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
-        rng = np.random.default_rng(self.seed)
+    def _fit(self, features: FeatureSet) -> None:
         # A random score per sample makes the subset nested across budgets for one seed.
-        scores = rng.random(features.n)
-        order = np.argsort(-scores, kind="stable")
-        selected = np.zeros(features.n, dtype=bool)
+        self.scores_ = np.random.default_rng(self.seed).random(features.n)
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        order = np.argsort(-self.scores_, kind="stable")
+        selected = np.zeros(len(order), dtype=bool)
         selected[order[:k]] = True
-        return SelectionResult(selected=selected, scores=scores, info={"seed": self.seed})
+        return SelectionResult(selected=selected, scores=self.scores_, info={"seed": self.seed})

@@ -17,11 +17,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..errors import ConfigError
 from ..features.rows import gather_rows, release_pages
 from ..features.store import FeatureSet
 from ._kmeans import l2_normalize, spherical_kmeans
-from .base import FeatureNeed, SelectionMethod, SelectionResult, check_choice, top_k_mask
+from .base import NONE, POSITIVE_INT, Choice, FeatureNeed, Interval, OfType, Param, SelectionMethod, SelectionResult, top_k_mask
 
 LLAVA_665K = 665_298  # samples in LLaVA-1.5's llava_v1_5_mix665k.json
 COINCIDE_CLUSTERS = 10_000  # SemDeDup k-means clusters in the COINCIDE code for LLaVA-665K
@@ -250,6 +249,18 @@ class SemDeDup(SelectionMethod):
 
     summary = "k-means + within-cluster cosine dedup, eps searched for the budget"
 
+    _parameter_constraints = {
+        "embedding": Param("array whose rows are clustered and compared", OfType(str, label="an array name")),
+        "n_clusters": Param("k-means clusters K (None: COINCIDE's K=10,000 for 665k, scaled)", POSITIVE_INT, NONE),
+        "niter": Param("k-means iterations", POSITIVE_INT),
+        "seed": Param("seed of the k-means and of the samples", Interval(int, 0, None)),
+        "keep": Param("order inside a cluster: farthest from the centroid first, closest first, or random",
+                      Choice("hard", "easy", "random")),
+        "pca_dim": Param("k-means on a projection to this many directions (None: full width)", POSITIVE_INT, NONE),
+        "kmeans_max_points": Param("train k-means on about this many sampled rows (None: all)", POSITIVE_INT, NONE),
+        "kmeans_backend": Param("k-means implementation", Choice("auto", "faiss", "sklearn")),
+    }
+
     def __init__(
         self,
         *,
@@ -272,14 +283,6 @@ class SemDeDup(SelectionMethod):
         self.kmeans_backend = kmeans_backend
 
     def feature_needs(self):
-        check_choice("keep", self.keep, {"hard", "easy", "random"})
-        check_choice("kmeans_backend", self.kmeans_backend, {"auto", "faiss", "sklearn"})
-        for name in ("n_clusters", "pca_dim", "kmeans_max_points"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
-        if not isinstance(self.niter, (int, np.integer)) or self.niter < 1:
-            raise ConfigError(f"niter must be a positive integer, got {self.niter!r}")
         produced_by = self.embedding if self.embedding in ("last_token", "mean_embed") else None
         return [FeatureNeed(self.embedding, "array", produced_by)]
 
