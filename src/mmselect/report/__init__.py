@@ -1,0 +1,13 @@
+"""Reports of a selection: ``report.md`` (terminals, diffs) and ``report.html`` (the page to open first),
+and the comparison of several selections.
+
+Modules: :mod:`.gather` (what is shown, from an output directory), :mod:`.charts` (inline SVG),
+:mod:`.page` (HTML building blocks), :mod:`.single` (``report.html``), :mod:`.compare`,
+:mod:`.markdown` (``report.md``).
+"""
+
+from .compare import compare
+from .markdown import REPORT_FILE, write_report
+from .single import HTML_FILE, write_html_report
+
+__all__ = ["HTML_FILE", "REPORT_FILE", "compare", "write_html_report", "write_report"]
