@@ -266,6 +266,37 @@ def models():
     Console().print(table)
 
 
+@app.command()
+def report(
+    out: Path = typer.Argument(..., help="Output directory of `mmselect run` / `mmselect select`."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The dataset, when it has moved since the run (default: the manifest's)."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Image root, when it has moved since the run."),
+):
+    """Write OUT/report.html (counts, composition, score distributions, record cards, diagnostics)."""
+    from .report import write_html_report
+
+    try:
+        path = write_html_report(out, data=data, image_root=image_root)
+    except MMSelectError as err:
+        _fail(err)
+    console.print(f"[green]report[/] -> {path}")
+
+
+@app.command()
+def compare(
+    outs: list[Path] = typer.Argument(..., help="Two or more output directories to compare."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for compare.html and compare.md."),
+):
+    """Compare selections: overlap (Jaccard), composition by task, records only one kept, rank agreement."""
+    from .report import compare as compare_outputs
+
+    try:
+        path = compare_outputs(outs, out)
+    except MMSelectError as err:
+        _fail(err)
+    console.print(f"[green]comparison[/] -> {path} (and {path.with_name('compare.md')})")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
