@@ -25,7 +25,7 @@ from .export import (
 from .features.store import FeatureSet
 from .methods import get_method
 from .methods.base import SelectionResult
-from .report import write_report
+from .report import write_html_report, write_report
 from .runners import Runner, make_runner
 
 
@@ -260,6 +260,7 @@ def select(
         "budget_samples": result.info.get("budget", result.n_selected),
         "seed": selector.get_params().get("seed"),
         "data": str(dataset.path) if dataset is not None else None,
+        "image_root": str(dataset.image_root) if dataset is not None and dataset.image_root else None,
         "features": str(featureset.root) if featureset.root is not None else None,
         "model": featureset.manifest.get("model"),
         "counts": counts,
@@ -288,6 +289,7 @@ def select(
         info=result.info,
         model=model_name,
     )
+    write_html_report(out, dataset=dataset, features=featureset)
     return result
 
 
