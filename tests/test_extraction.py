@@ -75,7 +75,8 @@ def test_answer_mask_covers_exactly_the_answers(tiny_llava, samples):
         batch = encode(tiny_llava, [rendered], [[load_image(p) for p in rendered.image_paths]], 2048)
         ids = batch.inputs["input_ids"][0][batch.answer[0]]
         decoded = tiny_llava.tokenizer.decode(ids)
-        answers = "".join(t.text for t in sample.turns if t.role == "assistant")
+        # Each answer and its turn-end </s>, as in LLaVA's training loss.
+        answers = "".join(t.text + "</s>" for t in sample.turns if t.role == "assistant")
         assert decoded.replace(" ", "") == answers.replace(" ", "")
         # Image tokens are where the processor put them, one run per image.
         assert int(batch.image.sum()) == 16 * sample.n_images

@@ -41,7 +41,8 @@ def test_vicuna_template_renders_the_llava_training_format():
     rendered = TEMPLATES["vicuna_v1"].render([sample])
     system = TEMPLATES["vicuna_v1"].system
     assert rendered.text == f"{system} USER: <image>\nWhat is it? ASSISTANT: A cat.</s>USER: Colour? ASSISTANT: Red.</s>"
-    assert [rendered.text[s:e] for s, e in rendered.answer_spans] == ["A cat.", "Red."]
+    # The training loss covers each answer and its turn-end </s> (preprocess_v1).
+    assert [rendered.text[s:e] for s, e in rendered.answer_spans] == ["A cat.</s>", "Red.</s>"]
     assert rendered.image_paths == ["a.png"]
 
 
@@ -55,14 +56,14 @@ def test_qwen_template_and_image_without_placeholder():
     # Answer only (IFD's denominator): no instruction, no image.
     alone = TEMPLATES["qwen2_vl"].render([sample], include_user=False, include_images=False)
     assert "What is it?" not in alone.text and alone.image_paths == []
-    assert [alone.text[s:e] for s, e in alone.answer_spans] == ["A dog."]
+    assert [alone.text[s:e] for s, e in alone.answer_spans] == ["A dog.<|im_end|>\n"]
 
 
 def test_demonstration_answers_are_context_not_targets():
     demo = _sample([("user", "q1"), ("assistant", "a1")])
     query = _sample([("user", "q2"), ("assistant", "a2")])
     rendered = TEMPLATES["vicuna_v1"].render([demo, query], label=[False, True])
-    assert [rendered.text[s:e] for s, e in rendered.answer_spans] == ["a2"]
+    assert [rendered.text[s:e] for s, e in rendered.answer_spans] == ["a2</s>"]
     assert rendered.text.index("a1") < rendered.text.index("q2")
 
 

@@ -123,9 +123,12 @@ def encode(bundle: ModelBundle, rendered: list[Rendered], images: list[list[Imag
             )
         for index, (begin, finish) in enumerate(encoding["offset_mapping"]):
             # Byte-level BPE glues the leading space to the first answer word: a token counts as
-            # an answer token when its overlap with an answer span holds more than whitespace.
+            # an answer token when it lies inside an answer span (newlines and the turn-end marker
+            # included, as in the training loss) or its overlap with one holds more than whitespace.
             for s, e in spans:
-                if begin < e and finish > s and expanded_text[max(begin, s) : min(finish, e)].strip():
+                if begin < e and finish > s and (
+                    (begin >= s and finish <= e) or expanded_text[max(begin, s) : min(finish, e)].strip()
+                ):
                     answer[row, index] = True
                     break
     image = (input_ids == token_id) & attention

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .templates import TEMPLATES, Template
+from .templates import Template, resolve_template
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,7 @@ class ModelBundle:
             "revision": self.revision,
             "family": self.family,
             "template": self.template.name,
+            "template_revision": self.template.revision,
             "class": type(self.model).__name__,
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
         }
@@ -150,12 +151,6 @@ def _family_from_config(config) -> str:
     model_type = getattr(config, "model_type", "")
     return {"llava": "llava", "qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl", "llava_onevision": "llava-onevision"}.get(
         model_type, model_type
-    )
-
-
-def _default_template(family: str) -> str:
-    return {"llava": "vicuna_v1", "qwen2-vl": "qwen2_vl", "qwen2.5-vl": "qwen2_vl", "llava-onevision": "chatml_image"}.get(
-        family, "chatml_image"
     )
 
 
@@ -219,6 +214,9 @@ def load_model(
     Tiny presets are built locally on first use (no download). ``device="auto"``: the first CUDA
     GPU if there is one; ``"meta"``: no weights (describing the model, not running it). ``dtype="auto"``: bfloat16 on a GPU, float32 on the CPU (bfloat16 is
     slower than float32 on most CPUs).
+    ``template``: a template name (``vicuna_v1``, ``qwen2_vl``, ``chatml_image``, or ``chat_template``
+    for the processor's own ``apply_chat_template``); default: the preset's, else the model family's,
+    else the processor's chat template with a warning.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
@@ -257,9 +255,8 @@ def load_model(
         model.to(device)
     model.eval()
     processor = _load_processor(source, family, revision, trust_remote_code)
-    template_name = template or (preset.template if preset else _default_template(family))
-    if template_name not in TEMPLATES:
-        raise ConfigError(f"unknown template {template_name!r}; known: {sorted(TEMPLATES)}")
+    # --template NAME, else the preset's, else the family's; other families: the processor's chat template.
+    resolved_template = resolve_template(template or (preset.template if preset else None), family=family, processor=processor)
     resolved_revision = getattr(config, "_commit_hash", None) or revision
     load_args = {
         "name_or_path": name_or_path,
@@ -267,12 +264,12 @@ def load_model(
         "dtype": str(torch_dtype).replace("torch.", ""),
         "trust_remote_code": trust_remote_code,
         "attn_implementation": attn_implementation,
-        "template": template_name,
+        "template": resolved_template.name,
     }
     return ModelBundle(
         model=model,
         processor=processor,
-        template=TEMPLATES[template_name],
+        template=resolved_template,
         name=preset.name if preset else name_or_path,
         source=source if not (preset and preset.tiny) else preset.name,
         revision=resolved_revision if not (preset and preset.tiny) else f"tiny-v{_tiny_version()}",

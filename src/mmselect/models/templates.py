@@ -1,15 +1,26 @@
-"""Conversation templates: render a sample as its training-format text, with answer spans.
+"""Conversation templates: render a sample as the text its model family was trained on, with answer spans.
 
-The rendered text keeps the processor's image token where each image goes; the character spans of
-the assistant answers (and of everything that is not an image) are returned so that token masks
-can be derived from the tokenizer's offsets, without fixed offsets.
+Each hand-written template follows its family's official training preprocessing (see
+docs/templates.md): where the ``<image>`` placeholder goes, the system prompt, the role tags, and
+which characters the training loss covers. The rendered text keeps the processor's image token
+where each image goes; the character spans of the loss targets (each answer with the turn-end
+marker the training loss covers) are returned so that token masks can be derived from the
+tokenizer's offsets, without fixed offsets.
+
+``ProcessorChatTemplate`` renders through the processor's own ``apply_chat_template`` for model
+families without a hand-written template.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from ..data.records import IMAGE_PLACEHOLDER, Sample
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 VICUNA_SYSTEM = (
     "A chat between a curious human and an artificial intelligence assistant. "
@@ -17,41 +28,48 @@ VICUNA_SYSTEM = (
 )
 CHATML_SYSTEM = "You are a helpful assistant."
 
+# Where the <image> placeholders of a user turn go (official preprocessing of each family):
+# "front": LLaVA-1.5 -- every placeholder is removed, the text stripped, the image put first ("<image>\n").
+# "front_if_single": LLaVA-NeXT / OneVision -- moved to the front only when the turn has exactly one.
+# "in_place": Qwen2-VL fine-tuning -- the text is split at the placeholders, pieces stripped, empty
+#   pieces dropped, images kept where they are, nothing between the parts.
+PLACEMENTS = ("front", "front_if_single", "in_place")
+
 
 @dataclass
 class Rendered:
-    """Text of one model input and the character spans of its answers."""
+    """Text of one model input, the character spans of its loss targets, and its images in order.
+
+    ``placeholders_moved``: user turns whose ``<image>`` placeholder the template moved to the front
+    (the family's official preprocessing does this; the record had it after or inside the text).
+    ``placeholders_added``: the record had images but no placeholder; they were put first.
+    """
 
     text: str
     answer_spans: list[tuple[int, int]] = field(default_factory=list)
     image_paths: list[str] = field(default_factory=list)
+    placeholders_moved: int = 0
+    placeholders_added: bool = False
+
+    @property
+    def moved_placeholder(self) -> bool:
+        return self.placeholders_moved > 0
 
 
-@dataclass(frozen=True)
+def _leading_placeholders(text: str) -> int:
+    """How many placeholders open the text (whitespace between them allowed)."""
+    rest, count = text.lstrip(), 0
+    while rest.startswith(IMAGE_PLACEHOLDER):
+        rest = rest[len(IMAGE_PLACEHOLDER) :].lstrip()
+        count += 1
+    return count
+
+
 class Template:
-    """How a conversation becomes model input text.
-
-    ``image_text`` replaces each ``<image>`` placeholder (it contains the processor's image
-    token once; the processor expands it to the right number of tokens).
-    """
+    """How a conversation becomes model input text. Subclasses implement :meth:`render`."""
 
     name: str
-    system: str
-    system_format: str
-    user_format: str
-    assistant_prefix: str
-    assistant_suffix: str
-    image_text: str
-
-    def _user_text(self, text: str, images_left: int) -> tuple[str, int]:
-        # LLaVA moves the image to the front of the first user turn when the text lacks a placeholder.
-        count = text.count(IMAGE_PLACEHOLDER)
-        body = text
-        if count:
-            body = text.replace(IMAGE_PLACEHOLDER + "\n", IMAGE_PLACEHOLDER).replace(
-                IMAGE_PLACEHOLDER, self.image_text
-            )
-        return body, count
+    revision: str  # bumped when the rendering changes, so cached features are not reused
 
     def render(
         self,
@@ -66,11 +84,75 @@ class Template:
         ``label[i]`` says whether sample i's answers are answer spans (scored tokens).
         ``include_user=False`` drops the instructions and images (the answer alone, for IFD).
         """
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class FormatTemplate(Template):
+    """A hand-written template: format strings plus the family's placeholder placement.
+
+    ``answer_end`` follows every answer and is part of its span (the training loss covers it:
+    ``</s>`` for LLaVA-1.5, ``<|im_end|>\\n`` for the Qwen2 ChatML models). ``image_text`` replaces
+    each placeholder (it holds the processor's image token once; the processor expands it).
+    """
+
+    name: str
+    system: str
+    system_format: str
+    user_format: str
+    assistant_prefix: str
+    answer_end: str
+    image_text: str
+    placement: str
+    source: str = ""
+    revision: str = "2"
+
+    def __post_init__(self):
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {self.placement!r}")
+
+    # --- one user turn ---------------------------------------------------------------------------
+    def place_images(self, text: str, n_unplaced: int) -> tuple[str, int, bool]:
+        """The user text with placeholders where the family's training puts them.
+
+        ``n_unplaced`` images (a record without any placeholder) are put first. Returns the text
+        (placeholders still as ``<image>``), the number of placeholders, and whether they moved.
+        """
+        count = text.count(IMAGE_PLACEHOLDER)
+        if n_unplaced:
+            lead = IMAGE_PLACEHOLDER if self.placement == "in_place" else IMAGE_PLACEHOLDER + "\n"
+            return lead * n_unplaced + text, n_unplaced, False
+        if not count:
+            return text, 0, False
+        if self.placement == "front":
+            moved = _leading_placeholders(text) < count
+            body = text.replace(IMAGE_PLACEHOLDER, "").strip()
+            return (IMAGE_PLACEHOLDER + "\n") * count + body, count, moved
+        if self.placement == "front_if_single":
+            if count == 1 and not text.startswith(IMAGE_PLACEHOLDER):
+                body = text.replace(IMAGE_PLACEHOLDER, "").strip()
+                return (IMAGE_PLACEHOLDER + "\n" + body).strip(), 1, True
+            return text, count, False
+        pieces = [piece.strip() for piece in text.split(IMAGE_PLACEHOLDER)]
+        out = [pieces[0]]
+        for piece in pieces[1:]:
+            out += [IMAGE_PLACEHOLDER, piece]
+        return "".join(out), count, False
+
+    def render(
+        self,
+        samples: list[Sample],
+        *,
+        label: list[bool] | None = None,
+        include_user: bool = True,
+        include_images: bool = True,
+    ) -> Rendered:
         label = label if label is not None else [True] * len(samples)
         parts: list[str] = []
         length = 0
         spans: list[tuple[int, int]] = []
         images: list[str] = []
+        moved, added = 0, False
 
         def emit(piece: str) -> tuple[int, int]:
             nonlocal length
@@ -84,6 +166,8 @@ class Template:
             emit(self.system_format.format(system=system))
         for sample, labelled in zip(samples, label):
             image_paths = list(sample.image_paths or sample.images)
+            has_placeholders = any(IMAGE_PLACEHOLDER in t.text for t in sample.turns if t.role == "user")
+            unplaced = len(image_paths) if include_images and not has_placeholders else 0
             placed = 0
             for turn in sample.turns:
                 if turn.role == "system":
@@ -92,52 +176,211 @@ class Template:
                     if not include_user:
                         continue
                     text = turn.text
-                    if include_images and placed == 0 and image_paths and IMAGE_PLACEHOLDER not in text:
-                        text = IMAGE_PLACEHOLDER * len(image_paths) + "\n" + text
                     if not include_images:
                         text = text.replace(IMAGE_PLACEHOLDER + "\n", "").replace(IMAGE_PLACEHOLDER, "")
-                    body, count = self._user_text(text, len(image_paths) - placed)
+                    text, count, was_moved = self.place_images(text, unplaced)
+                    added = added or bool(unplaced)
+                    unplaced = 0
+                    moved += was_moved
                     images.extend(image_paths[placed : placed + count])
                     placed += count
-                    emit(self.user_format.format(text=body))
+                    emit(self.user_format.format(text=text.replace(IMAGE_PLACEHOLDER, self.image_text)))
                 else:
                     emit(self.assistant_prefix)
-                    span = emit(turn.text)
-                    emit(self.assistant_suffix)
+                    span = emit(turn.text + self.answer_end)
                     if labelled:
                         spans.append(span)
-        return Rendered("".join(parts), spans, images)
+        return Rendered("".join(parts), spans, images, moved, added)
 
 
-TEMPLATES: dict[str, Template] = {
-    # LLaVA-1.5 training format (conv_vicuna_v1): "SYSTEM USER: q ASSISTANT: a</s>USER: ..."
-    "vicuna_v1": Template(
+TEMPLATES: dict[str, FormatTemplate] = {
+    # LLaVA-1.5 (conv_vicuna_v1 + preprocess_multimodal/preprocess_v1 of the LLaVA training code):
+    # "SYSTEM USER: <image>\nq ASSISTANT: a</s>USER: ..."; the loss covers each answer and its </s>.
+    "vicuna_v1": FormatTemplate(
         name="vicuna_v1",
         system=VICUNA_SYSTEM,
         system_format="{system} ",
         user_format="USER: {text} ",
         assistant_prefix="ASSISTANT: ",
-        assistant_suffix="</s>",
-        image_text="<image>\n",
+        answer_end="</s>",
+        image_text=IMAGE_PLACEHOLDER,
+        placement="front",
+        source="haotian-liu/LLaVA llava/train/train.py (preprocess_multimodal, preprocess_v1), "
+        "llava/conversation.py (conv_vicuna_v1)",
     ),
-    # Qwen2-VL / Qwen2.5-VL chat format.
-    "qwen2_vl": Template(
+    # Qwen2-VL / Qwen2.5-VL (the model's chat template; the official fine-tuning code keeps images in
+    # place and puts <|im_end|>\n of every answer in the loss).
+    "qwen2_vl": FormatTemplate(
         name="qwen2_vl",
         system=CHATML_SYSTEM,
         system_format="<|im_start|>system\n{system}<|im_end|>\n",
         user_format="<|im_start|>user\n{text}<|im_end|>\n",
         assistant_prefix="<|im_start|>assistant\n",
-        assistant_suffix="<|im_end|>\n",
+        answer_end="<|im_end|>\n",
         image_text="<|vision_start|><|image_pad|><|vision_end|>",
+        placement="in_place",
+        source="QwenLM/Qwen2.5-VL qwen-vl-finetune/qwenvl/data/data_processor.py; the Qwen2-VL chat template",
     ),
-    # LLaVA-OneVision (Qwen2 LLM, ChatML, "<image>" token).
-    "chatml_image": Template(
+    # LLaVA-OneVision (LLaVA-NeXT training code, conversation qwen_1_5, preprocess_qwen): ChatML with
+    # the literal "<image>" token; a single placeholder moves to the front.
+    "chatml_image": FormatTemplate(
         name="chatml_image",
         system=CHATML_SYSTEM,
         system_format="<|im_start|>system\n{system}<|im_end|>\n",
         user_format="<|im_start|>user\n{text}<|im_end|>\n",
         assistant_prefix="<|im_start|>assistant\n",
-        assistant_suffix="<|im_end|>\n",
-        image_text="<image>\n",
+        answer_end="<|im_end|>\n",
+        image_text=IMAGE_PLACEHOLDER,
+        placement="front_if_single",
+        source="LLaVA-VL/LLaVA-NeXT llava/train/train.py (preprocess_multimodal, preprocess_qwen), "
+        "llava/conversation.py (conv_qwen)",
     ),
 }
+
+CHAT_TEMPLATE = "chat_template"  # the --template name of the processor's own chat template
+
+
+class ProcessorChatTemplate(Template):
+    """The processor's (or tokenizer's) own ``apply_chat_template``.
+
+    Images go where the record's placeholders are (first when it has none), as content parts of the
+    user turn. Each answer's span covers its text and the turn-end marker the template writes after
+    it (``<|im_end|>``, ``</s>``, ``<end_of_turn>``, ...; trailing whitespace excluded), found by
+    rendering the conversation up to that answer.
+    """
+
+    name = CHAT_TEMPLATE
+    revision = "1"
+
+    def __init__(self, processor: Any):
+        owner = processor if getattr(processor, "chat_template", None) else getattr(processor, "tokenizer", None)
+        if owner is None or not getattr(owner, "chat_template", None):
+            raise ConfigError(
+                f"{type(processor).__name__} has no chat template; pass a template by name "
+                f"(--template {'/'.join(TEMPLATES)})"
+            )
+        self.owner = owner
+
+    def _apply(self, messages: list[dict], **kwargs) -> str:
+        return self.owner.apply_chat_template(messages, tokenize=False, **kwargs)
+
+    @staticmethod
+    def _user_content(text: str, n_unplaced: int, include_images: bool) -> list[dict]:
+        content: list[dict] = [{"type": "image"}] * (n_unplaced if include_images else 0)
+        pieces = text.split(IMAGE_PLACEHOLDER)
+        for i, piece in enumerate(pieces):
+            if i and include_images:
+                content.append({"type": "image"})
+            if piece.strip():
+                content.append({"type": "text", "text": piece.strip()})
+        return content
+
+    def _messages(self, samples, label, include_user, include_images):
+        messages: list[dict] = []
+        answers: list[tuple[int, str, bool]] = []  # (message index, answer text, labelled)
+        images: list[str] = []
+        added = False
+        system = next((t.text for s in samples for t in s.turns if t.role == "system"), None)
+        if system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+        for sample, labelled in zip(samples, label):
+            image_paths = list(sample.image_paths or sample.images)
+            has_placeholders = any(IMAGE_PLACEHOLDER in t.text for t in sample.turns if t.role == "user")
+            unplaced = len(image_paths) if not has_placeholders else 0
+            placed = 0
+            for turn in sample.turns:
+                if turn.role == "user" and include_user:
+                    count = unplaced + turn.text.count(IMAGE_PLACEHOLDER)
+                    added = added or (bool(unplaced) and include_images)
+                    messages.append({"role": "user", "content": self._user_content(turn.text, unplaced, include_images)})
+                    if include_images:
+                        images.extend(image_paths[placed : placed + count])
+                    placed += count
+                    unplaced = 0
+                elif turn.role == "assistant":
+                    answers.append((len(messages), turn.text, labelled))
+                    messages.append({"role": "assistant", "content": [{"type": "text", "text": turn.text}]})
+        return messages, answers, images, added
+
+    def render(
+        self,
+        samples: list[Sample],
+        *,
+        label: list[bool] | None = None,
+        include_user: bool = True,
+        include_images: bool = True,
+    ) -> Rendered:
+        label = label if label is not None else [True] * len(samples)
+        messages, answers, images, added = self._messages(samples, label, include_user, include_images)
+        try:
+            text = self._apply(messages)
+        except Exception:
+            if include_user:
+                raise
+            # Templates that insist on alternating roles: an empty instruction before each answer.
+            filled: list[dict] = []
+            for message in messages:
+                if message["role"] == "assistant":
+                    filled.append({"role": "user", "content": [{"type": "text", "text": ""}]})
+                filled.append(message)
+            index = {id(m): i for i, m in enumerate(filled)}
+            answers = [(index[id(messages[i])], answer, labelled) for i, answer, labelled in answers]
+            messages = filled
+            text = self._apply(messages)
+        spans: list[tuple[int, int]] = []
+        cursor = 0
+        for index, answer, labelled in answers:
+            body = answer.strip()
+            start = text.find(body, cursor)
+            if start < 0:
+                raise ConfigError(
+                    f"the chat template of {type(self.owner).__name__} does not write answer {answer[:40]!r} "
+                    "verbatim; pass a hand-written template (--template " + "/".join(TEMPLATES) + ")"
+                )
+            end = start + len(body)
+            prefix = self._apply(messages[: index + 1])
+            if text.startswith(prefix) and len(prefix) >= end:
+                # The turn-end marker the template writes after this answer, without trailing whitespace.
+                end += len(prefix[end:].rstrip())
+            cursor = end
+            if labelled:
+                spans.append((start, end))
+        return Rendered(text, spans, images, 0, added)
+
+
+# Hand-written template of each model family; other families use the processor's chat template.
+FAMILY_TEMPLATES = {
+    "llava": "vicuna_v1",
+    "qwen2-vl": "qwen2_vl",
+    "qwen2.5-vl": "qwen2_vl",
+    "llava-onevision": "chatml_image",
+}
+
+
+def template_names() -> list[str]:
+    return [*TEMPLATES, CHAT_TEMPLATE]
+
+
+def resolve_template(name: str | None, *, family: str, processor: Any = None) -> Template:
+    """The template called ``name`` (``--template``), else the family's hand-written one, else the
+    processor's chat template (with a warning naming it)."""
+    if name is not None:
+        if name in TEMPLATES:
+            return TEMPLATES[name]
+        if name == CHAT_TEMPLATE:
+            return ProcessorChatTemplate(processor)
+        raise ConfigError(f"unknown template {name!r}; known: {', '.join(template_names())}")
+    if family in FAMILY_TEMPLATES:
+        return TEMPLATES[FAMILY_TEMPLATES[family]]
+    template = ProcessorChatTemplate(processor)
+    log.warning(
+        "model family %r has no hand-written template; rendering with the processor's chat template "
+        "(--template %s). Check that it matches the model's training format, or pass --template %s.",
+        family, CHAT_TEMPLATE, "/".join(TEMPLATES),
+    )
+    return template
+
+
+def count_moved_placeholders(template: Template, samples: Iterable[Sample]) -> int:
+    """Records whose ``<image>`` placeholder the template moves to the front (for the manifest)."""
+    return sum(template.render([sample]).moved_placeholder for sample in samples)
