@@ -30,6 +30,9 @@ class ModelPreset:
     description: str = ""
     tiny: bool = False
     notes: dict[str, Any] = field(default_factory=dict)
+    # Task preset (mmselect.data.tasks.TASK_PRESETS) DataTailor uses with this model when the user names
+    # no --task-field: the LLaVA-1.5 models are fed LLaVA-1.5's own mix, whose ten sources are its tasks.
+    task_preset: str | None = None
 
 
 PRESETS: dict[str, ModelPreset] = {}
@@ -62,9 +65,9 @@ _PINNED = load_revisions()
 
 for _preset in [
     ModelPreset("llava-1.5-7b", "llava-hf/llava-1.5-7b-hf", "llava", "vicuna_v1",
-                description="LLaVA-1.5 7B (Vicuna-7B + CLIP-L/336), 32 layers, 4096-d"),
+                description="LLaVA-1.5 7B (Vicuna-7B + CLIP-L/336), 32 layers, 4096-d", task_preset="llava-665k"),
     ModelPreset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", "llava", "vicuna_v1",
-                description="LLaVA-1.5 13B (Vicuna-13B + CLIP-L/336), 40 layers, 5120-d"),
+                description="LLaVA-1.5 13B (Vicuna-13B + CLIP-L/336), 40 layers, 5120-d", task_preset="llava-665k"),
     ModelPreset("llava-onevision-qwen2-0.5b", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-onevision",
                 "chatml_image", description="LLaVA-OneVision 0.5B (Qwen2-0.5B + SigLIP), 24 layers, 896-d"),
     ModelPreset("llava-onevision-qwen2-7b", "llava-hf/llava-onevision-qwen2-7b-ov-hf", "llava-onevision",
