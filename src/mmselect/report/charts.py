@@ -54,7 +54,7 @@ def grouped_bars(
     rotate = n_cat > 8 or max((len(c) for c in categories), default=0) > 10
     bottom = 110 if rotate else 40
     top, left, right = 28, 52, 12
-    height = 240 + bottom
+    height = 190 + bottom
     plot_h = height - top - bottom
     plot_w = WIDTH - left - right
     peak = max((max(values, default=0) for _, values in series), default=0) or 1

@@ -60,6 +60,9 @@ svg .dot { fill-opacity:.75; }
 .card .key { font-size:.8em; color:var(--muted); margin:-4px 0 6px; }
 .tag { display:inline-block; border-radius:10px; padding:0 7px; font-size:.8em; }
 .tag.kept { background:var(--kept); color:#fff; } .tag.dropped { background:var(--dropped); color:var(--fg); }
+.kv { display:grid; grid-template-columns:repeat(auto-fill,minmax(250px,1fr)); gap:2px 16px; font-size:.92em; }
+.kv > div { border-bottom:1px solid var(--line); padding:3px 0; display:flex; justify-content:space-between; gap:8px; }
+.kv span { color:var(--muted); } .kv b { font-weight:500; font-variant-numeric:tabular-nums; overflow-wrap:anywhere; }
 details > summary { cursor:pointer; color:var(--muted); }
 """
 
@@ -161,6 +164,12 @@ def render_value(value: Any) -> str:
 
 def _more(n: int) -> str:
     return f'<p class="note">… {n - LIST_ROWS:,} more not shown (see manifest.json)</p>' if n > LIST_ROWS else ""
+
+
+def key_values(values: dict[str, Any]) -> str:
+    """Short key-value pairs (parameters) in a grid that uses the page's width."""
+    items = "".join(f"<div><span>{escape(str(k))}</span> <b>{render_value(v)}</b></div>" for k, v in values.items())
+    return f'<div class="kv">{items}</div>'
 
 
 def stat(label: str, value: Any, attribute: str | None = None, raw: Any = None) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from ..data.readers import Dataset
 from ..export import MANIFEST_FILE
 from . import charts, gather
-from .page import cards, figure, number, page, render_value, stat, table
+from .page import cards, figure, key_values, number, page, render_value, stat, table
 
 HTML_FILE = "report.html"
 COUNT_LABELS = {
@@ -50,8 +50,9 @@ def _headline(output: gather.Output, times: dict[str, float]) -> list[str]:
     if str(model.get("name", "")).startswith("tiny-"):
         parts.insert(0, f'<p class="warn">Features come from <code>{escape(model["name"])}</code>, a randomly '
                         "initialised test model: this selection carries no meaning.</p>")
-    parts.append('<div class="charts"><div>' + table(None, rows) + "</div>")
-    parts.append("<div><h3>Parameters</h3>" + render_value(params) + "</div></div>")
+    parts.append(table(None, rows))
+    if params:
+        parts.append("<h3>Parameters</h3>" + key_values(params))
     return parts
 
 
