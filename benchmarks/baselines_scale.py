@@ -259,7 +259,7 @@ def _exact_neighbours(x, queries: np.ndarray, k: int, normalize: bool = False) -
     streaming ``x`` in blocks (it may be a float16 memory map)."""
     import torch
 
-    from mmselect.methods.semdedup import read_rows
+    from mmselect.numerics import read_rows
 
     q = torch.from_numpy(read_rows(x, queries, normalize=normalize)).double()
     q_sq = (q * q).sum(1, keepdim=True)
@@ -284,7 +284,7 @@ def cmd_knn_recall(args):
     the full embedding (what the PCA costs)."""
     from mmselect.features.store import FeatureSet
     from mmselect.methods.d2_pruning import build_ivf_index, search_ivf
-    from mmselect.methods.semdedup import pca_project, read_rows
+    from mmselect.numerics import pca_project, read_rows
 
     fs = FeatureSet.load(args.features)
     x = fs.array("mean_embed")

@@ -11,7 +11,7 @@ from mmselect.errors import DataFormatError, NonFiniteFeaturesError
 from mmselect.features.store import FeatureSet
 from mmselect.methods import coincide as coincide_module
 from mmselect.methods import get_method
-from mmselect.methods._kmeans import spherical_kmeans
+from mmselect.numerics import spherical_kmeans
 from mmselect.methods.coincide import (
     _Greedy,
     allocate,

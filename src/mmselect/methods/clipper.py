@@ -3,14 +3,22 @@ mirrors the perplexity histogram, ranked inside each bin by in-context-learning 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..budget import apportion
-from ..features.store import FeatureSet
 from ..features.pairs import PAIRINGS, aggregate_pairs, clipper_pairs  # noqa: F401 (public here too)
-from .base import POSITIVE_INT, Choice, FeatureNeed, Interval, Param, SelectionMethod, SelectionResult
+from ..features.store import FeatureSet
+from .base import (
+    POSITIVE_INT,
+    Choice,
+    FeatureNeed,
+    Interval,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+)
 
 DISTRIBUTION_SCORES = ("zero_shot", "one_shot", "ratio")
 WITHIN_BIN = ("demo_gain", "random", "icl_gain")
@@ -59,7 +67,7 @@ class Clipper(SelectionMethod):
 
     summary = "[interpretation] zero-/one-shot perplexity, coreset mirroring the perplexity histogram"
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "distribution_score": Param("perplexity whose histogram the coreset mirrors", Choice(*DISTRIBUTION_SCORES)),
         "n_bins": Param("number of quantile bins of the distribution score", POSITIVE_INT),
         "within_bin": Param("ranking inside a bin", Choice(*WITHIN_BIN)),
@@ -94,7 +102,7 @@ class Clipper(SelectionMethod):
 
     def _select(self, features: FeatureSet, k: int) -> SelectionResult:
         n = features.n
-        column = lambda name: np.asarray(features.column(name), dtype=float)  # noqa: E731
+        column = lambda name: np.asarray(features.column(name), dtype=float)
         if self.distribution_score == "zero_shot":
             dist = column("answer_nll")
         elif self.distribution_score == "one_shot":

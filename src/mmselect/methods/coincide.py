@@ -11,14 +11,31 @@ spent cluster by cluster with roll-over -> greedy MMD minimisation inside each c
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError, DataFormatError, NonFiniteFeaturesError
+from ..errors import ConfigError, DataFormatError
 from ..features.rows import cast, gather_rows, read_rows, release_memory
 from ..features.store import FeatureSet
-from ._kmeans import NonFiniteRowsError, available_backend, spherical_kmeans
-from .base import NONE, POSITIVE_INT, Choice, FeatureNeed, Interval, Param, SelectionMethod, SelectionResult
+from ..numerics import (
+    NonFiniteRowsError,
+    available_backend,
+    nonfinite_error,
+    spherical_kmeans,
+    squared_distances_torch,
+    torch_threads,
+)
+from .base import (
+    NONE,
+    POSITIVE_INT,
+    Choice,
+    FeatureNeed,
+    Interval,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+)
 
 # Official ratio: K = 10,000 clusters for LLaVA-665K, about 67 samples per cluster.
 SAMPLES_PER_CLUSTER = 67
@@ -111,7 +128,7 @@ class Coincide(SelectionMethod):
 
     summary = "cluster transferability/density budget split, greedy MMD inside clusters"
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "n_clusters": Param("k-means clusters K (None: N / 67, the official ratio)", POSITIVE_INT, NONE),
         "temperature": Param("tau of the share softmax(S / (tau D))", Interval(float, 0, None, "neither")),
         "sigma": Param("width of the Gaussian kernel of the density and the MMD", Interval(float, 0, None, "neither")),
@@ -227,8 +244,7 @@ class Coincide(SelectionMethod):
             try:
                 labels, kinfo = self._kmeans(emb, view, text_only if separate else None)
             except NonFiniteRowsError as error:
-                shown = ", ".join(map(str, keys[error.rows[:10]]))
-                raise NonFiniteFeaturesError(f"feature 'coincide_embed' has NaN or inf for sample(s): {shown}") from None
+                raise nonfinite_error("coincide_embed", error.rows, keys) from None
             cluster_ids = np.arange(int(labels.max()) + 1 if n else 0)
             info["clusters"] = kinfo
         timings["clusters_s"] = time.perf_counter() - t0
@@ -566,9 +582,7 @@ def gaussian_kernel(x, sigma: float):
     official code does: ``|a|^2 + |b|^2 - 2 a.b``."""
     import torch
 
-    sq = (x * x).sum(1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    return torch.exp(-d2 / (2.0 * sigma * sigma))
+    return torch.exp(-squared_distances_torch(x) / (2.0 * sigma * sigma))
 
 
 class _ClusterStats:
@@ -598,38 +612,15 @@ def _kernel_of(x: np.ndarray, sigma: float, block_rows: int = 2048, rows=None, k
     sq = (t * t).sum(1)
     bad = ~torch.isfinite(sq).numpy()
     if bad.any():
-        where = np.flatnonzero(bad) if rows is None else np.asarray(rows)[bad]
-        shown = ", ".join(map(str, (keys[where] if keys is not None else where)[:10]))
-        raise NonFiniteFeaturesError(f"feature 'coincide_embed' has NaN or inf for sample(s): {shown}")
+        raise nonfinite_error("coincide_embed", np.flatnonzero(bad) if rows is None else np.asarray(rows)[bad], keys)
     if len(t) <= _F64_KERNEL_ROWS:
-        d2 = sq[:, None] + sq[None, :] - 2.0 * (t @ t.T)
-        return torch.exp(-d2 / (2.0 * sigma * sigma)).numpy()
+        return torch.exp(-squared_distances_torch(t, a_sq=sq) / (2.0 * sigma * sigma)).numpy()
     out = np.empty((len(t), len(t)), dtype=np.float32)
     for start in range(0, len(t), block_rows):
         blk = t[start : start + block_rows]
-        d2 = sq[start : start + block_rows, None] + sq[None, :] - 2.0 * (blk @ t.T)
+        d2 = squared_distances_torch(blk, t, a_sq=sq[start : start + block_rows], b_sq=sq)
         out[start : start + len(blk)] = torch.exp(-d2 / (2.0 * sigma * sigma)).numpy()
     return out
-
-
-class _threads:
-    """Set torch's intra-op threads for a block of code (restored afterwards)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-
-        self.saved = torch.get_num_threads()
-        if self.n != self.saved:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import torch
-
-        if torch.get_num_threads() != self.saved:
-            torch.set_num_threads(self.saved)
 
 
 # Clusters smaller than this are computed one per thread, several at once (a 67 x 20,480 Gram
@@ -699,7 +690,7 @@ def _cluster_pass(emb, labels, sizes, view, sigma, centroid_part, keys=None):
                 pending = reader.submit(read_group, groups[i + 1])
             small = [c for c in group if sizes[c] < _SMALL_CLUSTER]
             large = [c for c in group if sizes[c] >= _SMALL_CLUSTER]
-            with _threads(1):
+            with torch_threads(1):
                 results = list(pool.map(one, small, repeat(raw), repeat(sorted_rows)))
             results += [one(c, raw, sorted_rows) for c in large]
             for c, kern, colsum, centroid in results:  # in visit order: deterministic caching

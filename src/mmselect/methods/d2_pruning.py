@@ -5,13 +5,30 @@ from __future__ import annotations
 
 import heapq
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from ..features.store import FeatureSet
-from .base import NONE, POSITIVE_INT, Choice, FeatureNeed, Interval, OfType, Param, SelectionMethod, SelectionResult
-from .semdedup import BLOCK_ROWS, Stopwatch, pca_project, read_rows
+from ..numerics import (
+    BLOCK_ROWS,
+    Stopwatch,
+    pca_project,
+    read_rows,
+    squared_distances_torch,
+)
+from .base import (
+    NONE,
+    POSITIVE_INT,
+    Choice,
+    FeatureNeed,
+    Interval,
+    OfType,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+)
 
 EXACT_WORK_LIMIT = 4e12  # n * n * d below which knn="auto" searches exactly (about a minute on 2 cores)
 _PRODUCERS = {"last_token": "last_token", "mean_embed": "mean_embed", "aum": "aum", "el2n": "el2n",
@@ -46,7 +63,7 @@ def exact_knn(x: np.ndarray, k: int, *, max_block_elems: int = 1 << 26) -> tuple
     for start in range(0, n, block):
         stop = min(n, start + block)
         q = t[start:stop]
-        d2 = sq[start:stop, None] - 2.0 * (q @ t.T) + sq[None, :]
+        d2 = squared_distances_torch(q, t, a_sq=sq[start:stop], b_sq=sq)
         d2[torch.arange(stop - start), torch.arange(start, stop)] = torch.inf
         cand = torch.topk(d2, extra, dim=1, largest=False).indices
         del d2
@@ -260,7 +277,7 @@ class D2Pruning(SelectionMethod):
 
     summary = "kNN graph message passing + greedy reverse passing"
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "embedding": Param("array the kNN graph is built on", OfType(str, label="an array name")),
         "score": Param("column of per-sample difficulty scores", OfType(str, label="a column name")),
         "n_neighbors": Param("neighbours per sample in the kNN graph", POSITIVE_INT),

@@ -27,14 +27,21 @@ import logging
 import math
 import time
 import zlib
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..budget import apportion_detail
-from ..errors import BudgetError, ConfigError, NonFiniteFeaturesError
+from ..errors import BudgetError, ConfigError
 from ..features.rows import file_backing, nonfinite_rows, read_rows
 from ..features.store import FeatureSet
+from ..numerics import (
+    euclidean_distances,
+    kmeans_labels,
+    nonfinite_error,
+    pca_project,
+    squared_distances,
+)
 from .base import (
     NONE,
     POSITIVE_INT,
@@ -138,7 +145,7 @@ class DataTailor(SelectionMethod):
 
     summary = "informativeness (singular-value entropy) + uniqueness + representativeness, task budgets"
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "lam": Param("dendrogram cut, as a fraction of the root merge height", Interval(float, 0, 1, "right")),
         "threshold_space": Param("cut the Ward height (official) or the merge cost dSSE (paper)", Choice("height", "dsse")),
         "uniqueness": Param("uniqueness formula: the official code's or the paper's", Choice("official", "paper")),
@@ -483,12 +490,7 @@ class RowReader:
             out[start : start + len(part)] = read_rows(self.array, part)
         bad = rows[nonfinite_rows(out, self.block_rows)]
         if len(bad):
-            names = self.keys[bad[:10]] if self.keys is not None else bad[:10]
-            more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-            raise NonFiniteFeaturesError(
-                f"feature 'last_token' has NaN or inf for {len(bad)} sample(s): "
-                f"{', '.join(map(str, names))}{more}"
-            )
+            raise nonfinite_error("last_token", bad, self.keys)
         return out
 
 
@@ -529,12 +531,7 @@ def condensed_distances(x: np.ndarray, block_rows: int = 2048) -> np.ndarray:
     out = np.empty(n * (n - 1) // 2, dtype=np.float64)
     for a in range(0, n, block_rows):
         b = min(n, a + block_rows)
-        d2 = xc[a:b] @ xc[a:].T
-        d2 *= -2.0
-        d2 += sq[a:b, None]
-        d2 += sq[None, a:]
-        np.maximum(d2, 0.0, out=d2)
-        np.sqrt(d2, out=d2)
+        d2 = euclidean_distances(xc[a:b], xc[a:], a_sq=sq[a:b], b_sq=sq[a:])
         for i in range(a, b):
             start = i * n - i * (i + 1) // 2
             out[start : start + n - i - 1] = d2[i - a, i - a + 1 :]
@@ -551,60 +548,6 @@ def ward_labels_exact(
     z = _linkage_ward(condensed_distances(x, block_rows=min(block_rows, 2048)))
     labels, root, threshold = _cut(z, lam, space)
     return labels, {"root_height": root, "threshold": threshold}
-
-
-def _kmeans(points: np.ndarray, k: int, backend: str, seed: int) -> tuple[np.ndarray, str]:
-    """Micro-cluster assignment of ``points`` (float32) into at most ``k`` clusters."""
-    faiss = None
-    if backend in ("auto", "faiss"):
-        try:
-            import faiss  # noqa: F811
-        except ImportError:
-            if backend == "faiss":
-                raise ConfigError("kmeans_backend='faiss' needs faiss-cpu (pip install faiss-cpu)") from None
-    points = np.ascontiguousarray(points, dtype=np.float32)
-    if faiss is not None:
-        km = faiss.Kmeans(
-            points.shape[1], k, niter=KMEANS_ITERATIONS, seed=seed, verbose=False,
-            min_points_per_centroid=1, max_points_per_centroid=KMEANS_POINTS_PER_CENTROID,
-        )
-        km.train(points)
-        _, assign = km.index.search(points, 1)
-        return assign[:, 0].astype(np.int64), "faiss"
-    from sklearn.cluster import MiniBatchKMeans
-
-    km = MiniBatchKMeans(
-        n_clusters=k, random_state=seed, batch_size=max(4096, 2 * k), n_init=1, max_iter=5 * KMEANS_ITERATIONS
-    )
-    return km.fit_predict(points).astype(np.int64), "sklearn"
-
-
-def _pca_project(x: np.ndarray, dim: int, seed: int, block_rows: int) -> np.ndarray:
-    """Project the centred rows of ``x`` on their top ``dim`` principal axes.
-
-    The axes come from a randomized range finder (Gaussian sketch, two power iterations with
-    re-orthonormalisation) on ``PCA_SAMPLE`` sampled rows, then an SVD of the small projected
-    matrix; only the micro-clustering uses this projection.
-    """
-    n, d = x.shape
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, PCA_SAMPLE), replace=False))
-    mean = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-    xs = x[sample] - mean
-    dim = min(dim, len(sample), d)
-    width = min(dim + 16, len(sample), d)
-    q, _ = np.linalg.qr(xs @ rng.standard_normal((d, width)).astype(np.float32))
-    for _ in range(2):
-        q, _ = np.linalg.qr(xs @ (xs.T @ q))
-    b = q.T @ xs  # (width, d): the sample in the sketched basis
-    values, vectors = np.linalg.eigh(b.astype(np.float64) @ b.T.astype(np.float64))
-    top = np.argsort(values)[::-1][:dim]
-    axes = (vectors[:, top].T @ b) / np.sqrt(np.maximum(values[top], 1e-30))[:, None]
-    basis = np.ascontiguousarray(axes.T, dtype=np.float32)
-    out = np.empty((n, dim), dtype=np.float32)
-    for a in range(0, n, block_rows):
-        out[a : a + block_rows] = (x[a : a + block_rows] - mean) @ basis
-    return out
 
 
 def ward_labels_approx(
@@ -637,8 +580,16 @@ def ward_labels_approx(
     """
     n, d = x.shape
     m = int(min(micro_clusters, n))
-    work = x if dim is None or dim >= d else _pca_project(x, int(dim), seed, block_rows)
-    assign, used_backend = _kmeans(work, m, backend, seed)
+    if dim is None or dim >= d:
+        work = x
+    else:  # centred PCA fitted on a row sample; only the micro-clustering uses it
+        work, _ = pca_project(
+            x, int(dim), seed=seed, center=True, normalize_input=False, normalize_output=False,
+            sample_size=PCA_SAMPLE, block_rows=block_rows,
+        )
+    assign, used_backend = kmeans_labels(
+        work, m, backend=backend, seed=seed, niter=KMEANS_ITERATIONS, max_points_per_centroid=KMEANS_POINTS_PER_CENTROID
+    )
     del work
     _, assign = np.unique(assign, return_inverse=True)
     weights = np.bincount(assign).astype(np.float64)
@@ -722,12 +673,7 @@ def _replica_scale(weights: np.ndarray, budget: int) -> float:
 def _square_distances(points: np.ndarray) -> np.ndarray:
     """Full Euclidean distance matrix (float64) of a modest number of points."""
     pc = points - points.mean(axis=0)
-    sq = np.einsum("ij,ij->i", pc, pc)
-    d2 = pc @ pc.T
-    d2 *= -2.0
-    d2 += sq[:, None]
-    d2 += sq[None, :]
-    np.maximum(d2, 0.0, out=d2)
+    d2 = squared_distances(pc)
     np.fill_diagonal(d2, 0.0)
     return np.sqrt(d2, out=d2)
 
@@ -798,13 +744,7 @@ def cluster_uniqueness(
             for a in range(0, size, block_rows):
                 b = min(size, a + block_rows)
                 blk = x[members[a:b]] - mean32
-                blk_sq = np.einsum("ij,ij->i", blk, blk)
-                d2 = blk @ ref_x.T
-                d2 *= -2.0
-                d2 += blk_sq[:, None]
-                d2 += ref_sq[None, :]
-                np.maximum(d2, 0.0, out=d2)
-                np.sqrt(d2, out=d2)
+                d2 = euclidean_distances(blk, ref_x, b_sq=ref_sq)
                 self_rows = np.flatnonzero(ref_pos[a:b] >= 0)
                 d2[self_rows, ref_pos[a:b][self_rows]] = 0.0
                 sums[a:b] = scale * (d2 @ ref_v).astype(np.float64)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..features.store import FeatureSet
-from .base import (  # noqa: F401 (band_order, scores_from_order: public here too)
+from .base import (
     BANDS,
     Choice,
     FeatureNeed,
@@ -16,6 +18,7 @@ from .base import (  # noqa: F401 (band_order, scores_from_order: public here to
     band_order,
     scores_from_order,
 )
+
 
 class EL2N(SelectionMethod):
     """EL2N = mean over the answer tokens of ``||softmax(logits_t) - onehot(y_t)||_2``.
@@ -41,7 +44,7 @@ class EL2N(SelectionMethod):
     """
 
     summary = "answer-token error L2 norm, keep a band"
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "band": Param("part of the EL2N ranking kept: the lowest, the middle or the highest", Choice(*BANDS)),
     }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..features.store import FeatureSet
@@ -49,7 +51,7 @@ class IFD(SelectionMethod):
     """
 
     summary = "instruction-following difficulty: PPL(a|q) / PPL(a)"
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "band": Param("part of the IFD ranking kept among the eligible samples", Choice(*BANDS)),
         "threshold": Param("samples with IFD >= threshold are not eligible (None: all are)",
                            Interval(float, None, None), NONE),

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..features.store import FeatureSet
-from .base import Choice, FeatureNeed, Param, SelectionMethod, SelectionResult, top_k_mask
+from .base import (
+    Choice,
+    FeatureNeed,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+    top_k_mask,
+)
 
 
 class LengthSelection(SelectionMethod):
@@ -19,7 +28,7 @@ class LengthSelection(SelectionMethod):
     """
 
     summary = "longest conversations first (token count)"
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "by": Param("length measure: tokens under the model's template, or characters of the text",
                     Choice("n_tokens", "n_text_chars")),
     }

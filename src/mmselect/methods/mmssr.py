@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
@@ -11,7 +11,18 @@ from ..errors import ConfigError, MissingFeaturesError
 from ..features.store import FeatureSet
 from ..features.user_scores import as_style_list as _as_style_list
 from ..features.user_scores import load_user_scores  # noqa: F401 (moved to the features layer; public here too)
-from .base import NONE, Choice, FeatureNeed, Interval, OfType, Param, Satisfies, SelectionMethod, SelectionResult, check_choice
+from .base import (
+    NONE,
+    Choice,
+    FeatureNeed,
+    Interval,
+    OfType,
+    Param,
+    Satisfies,
+    SelectionMethod,
+    SelectionResult,
+    check_choice,
+)
 
 SCORE_PREFIX = "score_"
 STYLES_COLUMN = "styles"
@@ -74,7 +85,7 @@ class MMSSR(SelectionMethod):
     """
 
     summary = "capability scores round-robin over style x source bins"
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "capabilities": Param(
             "capabilities to rotate over, in order (None: every score_<capability> column)",
             NONE, OfType(str),

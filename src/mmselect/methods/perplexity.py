@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..features.store import FeatureSet
@@ -33,7 +35,7 @@ class PerplexitySelection(SelectionMethod):
     """
 
     summary = "keep a low / mid / high band of answer perplexity"
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "band": Param("part of the perplexity ranking kept: the lowest, the middle or the highest", Choice(*BANDS)),
     }
 

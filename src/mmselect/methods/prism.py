@@ -9,20 +9,22 @@ options.
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import numpy as np
 
 from ..budget import apportion
-from ..errors import BudgetError, NonFiniteFeaturesError
+from ..errors import BudgetError
 from ..features.rows import iter_row_blocks
 from ..features.store import FeatureSet
+from ..numerics import check_finite_rows
 from .base import (
-    FeatureNeed,
-    SelectionMethod,
-    SelectionResult,
     POSITIVE_INT,
     Choice,
+    FeatureNeed,
     Param,
+    SelectionMethod,
+    SelectionResult,
     top_k_mask,
 )
 
@@ -69,7 +71,7 @@ class Prism(SelectionMethod):
 
     summary = "lowest mean centred correlation of pooled visual features"
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "center": Param("what each pooled feature is centred by before the correlation",
                         Choice("dataset_mean", "per_vector")),
         "scope": Param("correlate against all image records, or within each task", Choice("global", "per_task")),
@@ -187,11 +189,7 @@ def redundancy_scores(
 
     def blocks():
         for pos, block in iter_row_blocks(feats, source_rows, block_rows, dtype=np.float64):
-            bad = ~np.isfinite(block).all(axis=1)
-            if bad.any():
-                where = rows[pos][bad]
-                shown = ", ".join(map(str, (keys[where] if keys is not None else where)[:10]))
-                raise NonFiniteFeaturesError(f"feature 'visual_mean' has NaN or inf for image record(s): {shown}")
+            check_finite_rows(block, "visual_mean", rows[pos], keys, what="image record(s)")
             yield pos, block
 
     mu = None

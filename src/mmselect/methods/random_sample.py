@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from ..features.store import FeatureSet
@@ -18,7 +20,7 @@ class RandomSelection(SelectionMethod):
     """
 
     summary = "uniform random subset (seeded)"
-    _parameter_constraints = {"seed": Param("seed of the random scores (same seed, same subset)", Interval(int, 0, None))}
+    _parameter_constraints: ClassVar[dict[str, Param]] = {"seed": Param("seed of the random scores (same seed, same subset)", Interval(int, 0, None))}
 
     def __init__(self, *, seed: int = 0):
         self.seed = seed

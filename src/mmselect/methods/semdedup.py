@@ -1,152 +1,39 @@
 """SemDeDup baseline: spherical k-means, then drop near-duplicates inside each cluster
 (Abbas et al., arXiv 2303.09540), with the threshold eps found from the budget.
-
-Also home of helpers shared with :mod:`mmselect.methods.d2_pruning`: reading rows of a
-(memory-mapped, float16) embedding matrix as float32 (built on the row readers of
-:mod:`mmselect.features.rows`), a randomized PCA that streams the rows, and a stopwatch for
-per-stage timings.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from contextlib import contextmanager
-from typing import Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ..features.rows import gather_rows, release_pages
 from ..features.store import FeatureSet
-from ._kmeans import l2_normalize, spherical_kmeans
-from .base import NONE, POSITIVE_INT, Choice, FeatureNeed, Interval, OfType, Param, SelectionMethod, SelectionResult, top_k_mask
+from ..numerics import (
+    BLOCK_ROWS,
+    Stopwatch,
+    l2_normalize,
+    pca_project,
+    read_rows,
+    spherical_kmeans,
+)
+from .base import (
+    NONE,
+    POSITIVE_INT,
+    Choice,
+    FeatureNeed,
+    Interval,
+    OfType,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+    top_k_mask,
+)
 
 LLAVA_665K = 665_298  # samples in LLaVA-1.5's llava_v1_5_mix665k.json
 COINCIDE_CLUSTERS = 10_000  # SemDeDup k-means clusters in the COINCIDE code for LLaVA-665K
-BLOCK_ROWS = 16_384
-
-
-# --- shared block-wise helpers ------------------------------------------------------------------
-class Stopwatch:
-    """Accumulates wall-clock seconds per named stage (``timings`` keeps the stage order)."""
-
-    def __init__(self):
-        self.timings: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-
-    def rounded(self) -> dict[str, float]:
-        return {name: round(seconds, 3) for name, seconds in self.timings.items()}
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise the rows of a float array in place (zero rows stay zero)."""
-    return l2_normalize(x)
-
-
-def read_rows(array: np.ndarray, rows: "slice | np.ndarray", *, normalize: bool = False) -> np.ndarray:
-    """Rows of ``array`` (a slice, or indices in any order) as a new float32 array; the mapped
-    pages of a memory-mapped ``array`` are released afterwards."""
-    if isinstance(rows, slice):
-        block = np.array(array[rows], dtype=np.float32, copy=True)
-        release_pages(array)
-    else:
-        block = gather_rows(array, rows, dtype=np.float32)
-    return normalize_rows(block) if normalize else block
-
-
-@contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run small LAPACK calls on one thread (torch's thread count is restored afterwards): a
-    multi-threaded 144 x 144 eigendecomposition can take 100x longer on a busy 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    with single_threaded():
-        return torch.linalg.eigh(matrix.double())
-
-
-def _orthonormal_columns(y: torch.Tensor) -> torch.Tensor:
-    """An orthonormal basis of the column span of ``y`` (float64 Gram eigendecomposition;
-    directions with negligible energy are dropped)."""
-    eigenvalues, vectors = _symmetric_eigh(y.T @ y)
-    keep = eigenvalues > eigenvalues.max() * 1e-12
-    return (y.double() @ (vectors[:, keep] / eigenvalues[keep].sqrt())).float()
-
-
-def pca_project(
-    array: np.ndarray,
-    dim: int,
-    *,
-    seed: int,
-    center: bool,
-    normalize_input: bool,
-    normalize_output: bool,
-    sample_size: int = 32_768,
-    power_iters: int = 2,
-    oversample: int = 16,
-    block_rows: int = BLOCK_ROWS,
-) -> tuple[np.ndarray, dict]:
-    """Project the rows of ``array`` onto their top ``dim`` principal directions.
-
-    The directions come from a randomized SVD (range finder with ``power_iters`` re-orthonormalised
-    power iterations) of at most ``sample_size`` rows drawn with ``seed``, using only matrix
-    products and small single-threaded float64 eigendecompositions; every row is then
-    projected block by block, so the full matrix is never held in float32. ``center=False``
-    gives the uncentred SVD (the subspace that best preserves inner products, used for cosine
-    geometry); ``center=True`` the usual PCA (preserves Euclidean distances).
-    Returns the ``(n, dim)`` float32 projection and diagnostics (``explained_variance``: share
-    of the sample's (centred) energy kept).
-    """
-    n, d = array.shape
-    rng = np.random.default_rng(seed)
-    m = min(n, sample_size)
-    sample = np.sort(rng.choice(n, m, replace=False)) if m < n else np.arange(n)
-    a = torch.from_numpy(read_rows(array, sample, normalize=normalize_input))
-    mean = a.mean(0) if center else torch.zeros(d)
-    a -= mean
-    q = min(dim + oversample, m, d)
-    y = a @ torch.from_numpy(rng.standard_normal((d, q)).astype(np.float32))
-    for _ in range(power_iters):
-        y = a @ (a.T @ _orthonormal_columns(y))
-    b = _orthonormal_columns(y).T @ a  # (q', d): a restricted to the found range
-    eigenvalues, u = _symmetric_eigh(b @ b.T)  # squared singular values of b
-    top = torch.argsort(eigenvalues, descending=True)[:dim]
-    s = eigenvalues[top].clamp(min=0).sqrt()
-    top, s = top[s > 0], s[s > 0]
-    rank = int(len(top))
-    components = torch.zeros(dim, d)  # rank-deficient data: the missing directions stay zero
-    components[:rank] = ((b.double().T @ u[:, top]) / s).T.float()
-    # deterministic signs: the largest-magnitude coordinate of each direction is positive
-    pivot = components[:rank].abs().argmax(1)
-    components[:rank] *= torch.sign(components[torch.arange(rank), pivot]).unsqueeze(1)
-    energy = float((a * a).sum())
-    explained = float((s**2).sum()) / energy if energy > 0 else 1.0
-    del a, y, b
-    out = np.empty((n, dim), dtype=np.float32)
-    proj = components.T.contiguous()
-    for start in range(0, n, block_rows):
-        stop = min(n, start + block_rows)
-        block = torch.from_numpy(read_rows(array, slice(start, stop), normalize=normalize_input))
-        out[start:stop] = ((block - mean) @ proj).numpy()
-    if normalize_output:
-        normalize_rows(out)
-    info = {"dim": int(dim), "rank": rank, "sample": int(m), "centered": bool(center),
-            "explained_variance": round(explained, 6)}
-    return out, info
 
 
 # --- the dedup rule ------------------------------------------------------------------------------
@@ -194,7 +81,7 @@ class SemDeDup(SelectionMethod):
     """SemDeDup with the budget deciding the threshold.
 
     1. Rows of ``embedding`` are L2-normalised and clustered by spherical k-means into
-       ``n_clusters`` clusters (:func:`mmselect.methods._kmeans.spherical_kmeans`; each sample
+       ``n_clusters`` clusters (:func:`mmselect.numerics.spherical_kmeans`; each sample
        belongs to its nearest k-means centroid by cosine).
     2. Inside each cluster the samples are ordered by cosine distance to the cluster's centroid,
        taken as the normalised mean of its members' unit rows in the full embedding:
@@ -249,7 +136,7 @@ class SemDeDup(SelectionMethod):
 
     summary = "k-means + within-cluster cosine dedup, eps searched for the budget"
 
-    _parameter_constraints = {
+    _parameter_constraints: ClassVar[dict[str, Param]] = {
         "embedding": Param("array whose rows are clustered and compared", OfType(str, label="an array name")),
         "n_clusters": Param("k-means clusters K (None: COINCIDE's K=10,000 for 665k, scaled)", POSITIVE_INT, NONE),
         "niter": Param("k-means iterations", POSITIVE_INT),
