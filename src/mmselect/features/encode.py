@@ -48,11 +48,14 @@ class EncodedBatch:
 
 
 def load_image(path: str) -> Image.Image:
+    """Any image reference of the data layer (path, fsspec URL, bytes in a row), within its pixel limit."""
+    from ..data.images import describe, open_image
+
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return open_image(path)
     except Exception as err:
-        raise EncodeError(f"unreadable image {path}: {type(err).__name__}: {err}") from None
+        shown = describe(path)
+        raise EncodeError(f"unreadable image {shown}: {type(err).__name__}: {str(err).replace(path, shown)}") from None
 
 
 def image_token_info(bundle: ModelBundle) -> tuple[str, int]:
