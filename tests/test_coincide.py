@@ -301,3 +301,24 @@ def test_row_reading_from_a_memory_mapped_file(tmp_path):
     blocks = list(iter_row_blocks(mapped, subset, block_rows=3))
     np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), data[subset].astype(np.float32))
     np.testing.assert_array_equal(np.concatenate([p for p, _ in blocks]), np.arange(len(subset)))
+
+
+def test_one_fit_serves_every_budget(monkeypatch):
+    x, n_images = _synthetic(text_fraction=0.1, seed=3)
+    features = FeatureSet.from_arrays(n=len(x), columns={"n_images": n_images}, arrays={"coincide_embed": x})
+    params = dict(n_layers=2, kmeans_iters=10, seed=5)
+    runs = []
+    kmeans = coincide_module.spherical_kmeans
+    monkeypatch.setattr(coincide_module, "spherical_kmeans", lambda *a, **kw: runs.append(1) or kmeans(*a, **kw))
+    monkeypatch.setattr(coincide_module, "_CACHE_BYTES", 200 * 200 * 8)  # some kernels cached, others recomputed
+    fitted = get_method("coincide", **params).fit(features)
+    assert len(runs) == 2  # image and text-only groups, once
+    for budget in (0.1, 0.15, 0.2, 0.1):
+        swept = fitted.select_budget(budget)
+        fresh = get_method("coincide", **params).select(features, budget)
+        np.testing.assert_array_equal(swept.order, fresh.order)
+        np.testing.assert_array_equal(swept.selected, fresh.selected)
+        for name in fresh.values:
+            np.testing.assert_array_equal(swept.values[name], fresh.values[name])
+        assert swept.info["allocation"] == fresh.info["allocation"]
+    assert len(runs) == 2 + 4 * 2  # the sweep itself ran no k-means

@@ -370,3 +370,28 @@ def test_deterministic():
         np.testing.assert_array_equal(a.values[name], b.values[name])
     assert json.dumps(a.info) == json.dumps(b.info)  # also JSON-serialisable
     assert a.info["tasks"][0]["uniqueness_sampled_clusters"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# fit once, select several budgets
+# ----------------------------------------------------------------------------------------------
+def test_one_fit_serves_every_budget(monkeypatch):
+    rng = np.random.default_rng(8)
+    features = random_features(rng, [300, 200, 120])
+    params = dict(exact_ward_max=250, approx_micro_clusters=60, approx_ward_points=200, approx_dim=4, uniqueness_max_refs=50)
+    calls = []
+    cluster = DataTailor.cluster
+    monkeypatch.setattr(DataTailor, "cluster", lambda self, x, rng=None: calls.append(len(x)) or cluster(self, x, rng))
+    fitted = DataTailor(**params).fit(features)
+    assert calls == [300, 200, 120]  # one clustering per task, before any budget
+    for budget in (0.1, 0.15, 0.2, 37):
+        swept = fitted.select_budget(budget)
+        fresh = DataTailor(**params).select(features, budget)
+        np.testing.assert_array_equal(swept.selected, fresh.selected)
+        np.testing.assert_array_equal(swept.scores, fresh.scores)
+        assert swept.values.keys() == fresh.values.keys()
+        for name in fresh.values:
+            np.testing.assert_array_equal(swept.values[name], fresh.values[name])
+        assert json.dumps(swept.info) == json.dumps(fresh.info)
+    assert len(calls) == 3 + 4 * 3  # the sweep itself clustered nothing
+    assert fitted.select_budget(0.1).n_selected == int(0.1 * 620)

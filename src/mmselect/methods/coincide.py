@@ -43,8 +43,8 @@ SAMPLES_PER_CLUSTER = 67
 _F64_KERNEL_ROWS = 8192
 # No cluster may exceed this many rows (its float32 kernel alone would be 4 GiB).
 MAX_CLUSTER_ROWS = 32768
-# Rows read at once in the per-cluster pass (bytes in the stored dtype), and the kernels kept
-# between the density pass and the greedy MMD (the others are recomputed).
+# Rows read at once in the per-cluster pass (bytes in the stored dtype), and the kernels the fit
+# keeps for the greedy MMD of every budget (the others are recomputed when a budget needs them).
 _BUFFER_BYTES = 512 << 20
 _CACHE_BYTES = 2 << 30
 
@@ -189,7 +189,9 @@ class Coincide(SelectionMethod):
         return [FeatureNeed("coincide_embed", "array", "coincide", finite=False)]
 
     # --- selection ----------------------------------------------------------------------------
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+    def _fit(self, features: FeatureSet) -> None:
+        """Everything but the budget: clusters, the per-cluster pass (densities, kernel sums,
+        cached kernels, centroids) and the transferabilities."""
         t_start = time.perf_counter()
         emb = features.array("coincide_embed")
         n, width = emb.shape
@@ -279,13 +281,33 @@ class Coincide(SelectionMethod):
             transfer_all[nonempty] = transferability(stats.centroid_sums[nonempty], float(self.transfer_threshold))
         timings["transfer_s"] = time.perf_counter() - t0
 
+        timings["fit_s"] = time.perf_counter() - t_start
+        present = np.flatnonzero(sizes > 0)
+        self.embedding_, self.view_ = emb, view
+        self.labels_, self.cluster_ids_, self.cluster_sizes_ = labels, cluster_ids, sizes
+        self.stats_ = stats
+        self.present_ = present
+        self.density_ = stats.density[present]
+        self.transferability_ = transfer_all
+        self.scores_ = transfer_all[present] / self.density_  # S / D of every non-empty cluster
+        self.fit_info_ = info
+        self.fit_timings_ = timings
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        """Cluster shares and the roll-over allocation of ``k``, then greedy MMD in each cluster
+        (the kernels left out of the fit's cache are recomputed)."""
+        t_start = time.perf_counter()
+        timings = dict(self.fit_timings_)
+        info = dict(self.fit_info_)
+        emb, view, stats = self.embedding_, self.view_, self.stats_
+        labels, cluster_ids, sizes = self.labels_, self.cluster_ids_, self.cluster_sizes_
+        present, density, transfer_all = self.present_, self.density_, self.transferability_
+        n, n_ids = len(labels), len(cluster_ids)
+        transfer = transfer_all[present]
+
         # 4. allocation + greedy MMD ----------------------------------------------------------
         t0 = time.perf_counter()
-        present = np.flatnonzero(sizes > 0)
-        density = stats.density[present]
-        transfer = transfer_all[present]
-        score = transfer / density
-        alloc = allocate(score, sizes[present], k, float(self.temperature))
+        alloc = allocate(self.scores_, sizes[present], k, float(self.temperature))
         picks_first: list[np.ndarray] = []
         picks_topup: dict[int, np.ndarray] = {}
         for j in alloc.visit:
@@ -300,7 +322,6 @@ class Coincide(SelectionMethod):
             picks_first.append(members[state.advance(int(alloc.first[j]))])
             if alloc.extra[j]:  # the top-up continues the same greedy sequence
                 picks_topup[j] = members[state.advance(int(alloc.extra[j]))]
-            stats.drop(c)
         order_parts = picks_first + [picks_topup[j] for j in alloc.topup_visit]
         order = np.concatenate(order_parts) if order_parts else np.empty(0, dtype=np.int64)
         timings["select_s"] = time.perf_counter() - t0
@@ -336,7 +357,7 @@ class Coincide(SelectionMethod):
             "transferability_range": _range(transfer),
             "density_range": _range(density),
         }
-        timings["total_s"] = time.perf_counter() - t_start
+        timings["total_s"] = timings["fit_s"] + time.perf_counter() - t_start
         info["timings"] = {key: round(value, 3) for key, value in timings.items()}
         return SelectionResult(selected=selected, scores=np.full(n, np.nan), values=values, order=order, info=info)
 
@@ -598,9 +619,6 @@ class _ClusterStats:
             return self.kernels[c]
         rows = self.members[c]
         return _kernel_of(view(gather_rows(emb, rows, dtype=np.float64), rows), sigma, rows=rows)
-
-    def drop(self, c) -> None:
-        self.kernels.pop(c, None)
 
 
 def _kernel_of(x: np.ndarray, sigma: float, block_rows: int = 2048, rows=None, keys=None) -> np.ndarray:

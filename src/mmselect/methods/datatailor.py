@@ -248,8 +248,9 @@ class DataTailor(SelectionMethod):
         return [(str(names[t]), np.flatnonzero(inverse == t)) for t in order]
 
     # --- selection ----------------------------------------------------------------------------
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
-        self.check_params()
+    def _fit(self, features: FeatureSet) -> None:
+        """Everything but the budget: per task the Ward clusters, the three values and the
+        combined value ``V``; the task weights ``n_t xbar_t^2`` of the budget split."""
         n = features.n
         sve = np.asarray(features.column("sve"), dtype=np.float64)
         top = np.asarray(features.column("sv_top_ratio"), dtype=np.float64)
@@ -261,8 +262,6 @@ class DataTailor(SelectionMethod):
         sizes = np.array([len(rows) for _, rows in tasks], dtype=np.int64)
         xbar = np.array([top[rows].mean() for _, rows in tasks], dtype=np.float64)
         weights = sizes * xbar**2
-        lo_hi = None if self.rate_clamp is None else tuple(float(x) for x in self.rate_clamp)
-        budgets, budget_info = split_budget(k, sizes, weights, fill=self.fill, rate_clamp=lo_hi)
 
         reader = RowReader(features.array("last_token"), keys=features.keys, block_rows=int(self.block_rows))
         labels = np.zeros(n, dtype=np.int64)
@@ -270,7 +269,6 @@ class DataTailor(SelectionMethod):
         rep = np.full(n, np.nan)
         tau_c = np.full(n, np.nan)
         scores = np.full(n, np.nan)
-        selected = np.zeros(n, dtype=bool)
         task_info: list[dict[str, Any]] = []
         next_label = 1
         for t, (name, rows) in enumerate(tasks):
@@ -304,14 +302,12 @@ class DataTailor(SelectionMethod):
             rr = rounds[rows]
             value = (rr * qi + qu + qr) / (rr + 2.0)
             uniq[rows], rep[rows], tau_c[rows], scores[rows] = u, r, tc[local], value
-            selected[rows[top_k_mask(value, int(budgets[t]))]] = True
             sizes_c = np.bincount(local, minlength=n_clusters)
             task_info.append(
                 {
                     "task": name,
                     "n": int(len(rows)),
                     "mean_top_ratio": float(xbar[t]),
-                    **budget_info["tasks"][t],
                     "clusters": n_clusters,
                     "singleton_clusters": int((sizes_c == 1).sum()),
                     "largest_cluster": int(sizes_c.max()) if n_clusters else 0,
@@ -321,6 +317,33 @@ class DataTailor(SelectionMethod):
                     **route,
                 }
             )
+        self.tasks_ = tasks
+        self.task_sizes_ = sizes
+        self.task_weights_ = weights
+        self.task_info_ = task_info
+        self.scores_ = scores
+        self.values_ = {
+            "informativeness": sve,
+            "uniqueness": uniq,
+            "representativeness": rep,
+            "association": tau_c,
+            "cluster": labels,
+        }
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        """Task budgets from the fitted weights, then the top ``k_t`` values of every task."""
+        tasks, scores = self.tasks_, self.scores_
+        lo_hi = None if self.rate_clamp is None else tuple(float(x) for x in self.rate_clamp)
+        budgets, budget_info = split_budget(k, self.task_sizes_, self.task_weights_, fill=self.fill, rate_clamp=lo_hi)
+        selected = np.zeros(len(scores), dtype=bool)
+        for t, (_, rows) in enumerate(tasks):
+            selected[rows[top_k_mask(scores[rows], int(budgets[t]))]] = True
+        task_info = [
+            {**{key: ti[key] for key in ("task", "n", "mean_top_ratio")}, **budget_info["tasks"][t],
+             **{key: value for key, value in ti.items() if key not in ("task", "n", "mean_top_ratio")}}
+            for t, ti in enumerate(self.task_info_)
+        ]
+        uniq = self.values_["uniqueness"]
         info: dict[str, Any] = {
             "tasks": task_info,
             "task_source": self.task_preset or "column:task",
@@ -340,14 +363,8 @@ class DataTailor(SelectionMethod):
             info["budget_shortfall"] = int(budget_info["shortfall"])
         return SelectionResult(
             selected=selected,
-            scores=scores,
-            values={
-                "informativeness": sve,
-                "uniqueness": uniq,
-                "representativeness": rep,
-                "association": tau_c,
-                "cluster": labels,
-            },
+            scores=scores.copy(),
+            values={name: values.copy() for name, values in self.values_.items()},
             info=info,
         )
 
