@@ -124,8 +124,8 @@ def _near_duplicates(features: FeatureSet, name: str, threshold: float, seed: in
     """row -> kept row it nearly repeats, for rows among ``candidates``. SemDeDup's partition
     (its defaults: PCA to 128-d, K = n / 66, k-means trained on at most 100,000 rows) over all
     rows, then every (cluster, task) group of candidates in source order."""
-    from .methods.semdedup import SemDeDup, pca_project
-    from .methods._kmeans import spherical_kmeans
+    from .methods.semdedup import SemDeDup
+    from .numerics import pca_project, spherical_kmeans
 
     array = features.array(name)
     n, d = array.shape
@@ -159,7 +159,7 @@ def _near_duplicates(features: FeatureSet, name: str, threshold: float, seed: in
 def _greedy_within(array: np.ndarray, rows: np.ndarray, threshold: float) -> dict[int, int]:
     """In the given order, each row is a duplicate of the most similar earlier *kept* row when
     that cosine is >= ``threshold``; otherwise it is kept."""
-    from .methods.semdedup import read_rows
+    from .numerics import read_rows
 
     found: dict[int, int] = {}
     if len(rows) < 2:
