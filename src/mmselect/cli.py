@@ -97,6 +97,22 @@ RunnerOpt = typer.Option("local", "--runner", help="local (this process) or ray 
 RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to use (auto, ray://host:10001); default: start Ray on this machine.")
 WorkersOpt = typer.Option(None, "--workers", help="Ray workers (default: one per GPU of the cluster).")
 ModelOpt = typer.Option("tiny-llava", "--model", "-m", help="Preset name (`mmselect models`), Hugging Face id, or local directory.")
+FEATURE_PARAM_HELP = (
+    "Feature option as NAME.KEY=VALUE, repeatable (e.g. --feature-param coincide.layers=[3,7,11] "
+    "--feature-param clip_score.model=openai/clip-vit-large-patch14). VALUE is read as JSON when it parses. "
+    "`mmselect features` lists each feature's options."
+)
+FeatureParamOpt = typer.Option(None, "--feature-param", help=FEATURE_PARAM_HELP)
+
+
+def _extract_options(**fields: Any):
+    """An :class:`ExtractOptions` from the command's values (``feature_param``: NAME.KEY=VALUE items)."""
+    from .features.context import ExtractOptions
+    from .features.registry import check_feature_params, parse_feature_params
+
+    feature_params = parse_feature_params(fields.pop("feature_param", None))
+    check_feature_params(feature_params)
+    return ExtractOptions(feature_params=feature_params, **fields)
 
 
 @app.command()
@@ -119,6 +135,8 @@ def run(
     runner: str = RunnerOpt,
     ray_address: Optional[str] = RayAddressOpt,
     workers: Optional[int] = WorkersOpt,
+    feature_param: Optional[list[str]] = FeatureParamOpt,
+    shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """Read, extract the features the method needs, select, export: the whole job."""
@@ -126,12 +144,14 @@ def run(
 
     _offline_if_tiny(model)
     try:
+        options = _extract_options(
+            model=model, device=device, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
+            max_length=max_length, revision=revision, trust_remote_code=trust_remote_code, progress=progress,
+            runner=runner, runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
+        )
         result = pipeline.run(
-            data, method=method, budget=budget, out=out, model=model, params=_parse_params(param),
-            image_root=image_root, task_field=task_field, strict=strict, device=device, dtype=dtype,
-            batch_size=batch_size, max_length=max_length, revision=revision,
-            trust_remote_code=trust_remote_code, progress=progress,
-            runner=runner, runner_options=_runner_options(runner, ray_address, workers),
+            data, method=method, budget=budget, out=out, params=_parse_params(param), image_root=image_root,
+            task_field=task_field, strict=strict, options=options,
         )
     except MMSelectError as err:
         _fail(err)
@@ -142,7 +162,7 @@ def run(
 def extract(
     data: Path = typer.Argument(..., help="LLaVA JSON/JSONL or sharegpt file."),
     out: Path = typer.Option(..., "--out", "-o", help="Features directory to write (see docs/features-format.md)."),
-    features: Optional[str] = typer.Option(None, "--features", "-f", help="Comma-separated extract options (list below with --help of `mmselect methods --features`)."),
+    features: Optional[str] = typer.Option(None, "--features", "-f", help="Comma-separated features (`mmselect features` lists them)."),
     methods: Optional[str] = typer.Option(None, "--for-methods", help="Comma-separated methods whose features to extract in the same pass."),
     image_root: Optional[Path] = typer.Option(None, "--image-root"),
     model: str = ModelOpt,
@@ -154,12 +174,14 @@ def extract(
     shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),
     max_length: Optional[int] = MaxLengthOpt,
     array_dtype: str = typer.Option("float32", "--array-dtype", help="float32 or float16 for the .npy arrays."),
-    layers: Optional[str] = typer.Option(None, "--coincide-layers", help="Decoder layers for `coincide` (default: official layers, scaled to the depth)."),
-    visual_layer: Optional[int] = typer.Option(None, "--visual-layer", help="Decoder layer for `visual_mean` (default: 1/8 of the depth)."),
-    clip_model: str = typer.Option("openai/clip-vit-large-patch14", "--clip-model", help="CLIP checkpoint for `clip_score` (tiny-clip: offline test model)."),
-    scorer_model: Optional[str] = typer.Option(None, "--scorer-model", help="Scorer for `mmssr-scores` (default: --model). Released: mengyaolyu/mmssr-7b-scorer."),
-    styler_model: Optional[str] = typer.Option(None, "--styler-model", help="Styler for `mmssr-scores` (default: the scorer). Released: mengyaolyu/mmssr-7b-styler."),
-    capabilities: Optional[str] = typer.Option(None, "--capabilities", help="Comma-separated mmSSR capabilities (default: all 14)."),
+    feature_param: Optional[list[str]] = FeatureParamOpt,
+    # Deprecated spellings of feature options (hidden; --feature-param replaces them).
+    layers: Optional[str] = typer.Option(None, "--coincide-layers", hidden=True),
+    visual_layer: Optional[int] = typer.Option(None, "--visual-layer", hidden=True),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", hidden=True),
+    scorer_model: Optional[str] = typer.Option(None, "--scorer-model", hidden=True),
+    styler_model: Optional[str] = typer.Option(None, "--styler-model", hidden=True),
+    capabilities: Optional[str] = typer.Option(None, "--capabilities", hidden=True),
     revision: Optional[str] = typer.Option(None, "--revision"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
     runner: str = RunnerOpt,
@@ -169,31 +191,31 @@ def extract(
 ):
     """Run the model once over DATA and write a features directory.
 
-    Extract options: tokens, last_token, mean_embed, spectrum (DataTailor), visual_mean (PRISM),
-    coincide (COINCIDE), answer_nll (perplexity), el2n, aum, ifd, clipper (one-shot pairs),
-    clip_score (CLIP model), mmssr-scores (scorer/styler generations). Rerunning the same
-    command after an interruption resumes from the finished shards.
+    `mmselect features` lists the features, what they write, their options and which methods read
+    them. Rerunning the same command after an interruption resumes from the finished shards.
     """
     from . import pipeline
+    from .features.registry import legacy_feature_params, merge_feature_params
 
     _offline_if_tiny(model)
-    feature_params: dict[str, dict[str, Any]] = {}
-    if layers:
-        feature_params["coincide"] = {"layers": [int(x) for x in _split(layers)]}
-    if visual_layer is not None:
-        feature_params["visual_mean"] = {"layer": visual_layer}
     try:
         names, method_names = _split(features), _split(methods)
         if not names and not method_names:
             raise ConfigError("give --features and/or --for-methods")
+        options = _extract_options(
+            model=model, device=device, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
+            max_length=max_length, array_dtype=array_dtype, revision=revision,
+            trust_remote_code=trust_remote_code, progress=progress, runner=runner,
+            runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
+        )
+        deprecated = legacy_feature_params(
+            coincide_layers=[int(x) for x in _split(layers)] or None, visual_layer=visual_layer, clip_model=clip_model,
+            scorer_model=scorer_model, styler_model=styler_model, capabilities=_split(capabilities) or None,
+        )
+        options = options.replace(feature_params=merge_feature_params(deprecated, options.feature_params))
         featureset = pipeline.extract(
-            data, out=out, model=model, features=names, methods=method_names, image_root=image_root,
-            task_field=task_field, strict=strict, device=device, dtype=dtype, batch_size=batch_size,
-            shard_size=shard_size, max_length=max_length, array_dtype=array_dtype,
-            feature_params=feature_params, revision=revision, trust_remote_code=trust_remote_code,
-            progress=progress, clip_model=clip_model, scorer_model=scorer_model, styler_model=styler_model,
-            capabilities=_split(capabilities) or None,
-            runner=runner, runner_options=_runner_options(runner, ray_address, workers),
+            data, out=out, features=names, methods=method_names, image_root=image_root,
+            task_field=task_field, strict=strict, options=options,
         )
     except MMSelectError as err:
         _fail(err)
@@ -253,6 +275,26 @@ def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also li
 
 
 @app.command()
+def features():
+    """List the features `extract --features` computes: what each writes, its options
+    (--feature-param NAME.KEY=VALUE) and which methods read it."""
+    from .features.listing import feature_table
+
+    rows = feature_table()
+    table = Table(show_header=True, header_style="bold", show_lines=True, expand=True)
+    table.add_column("feature", no_wrap=True)
+    table.add_column("what it is / writes", ratio=3)
+    table.add_column("options: default, meaning", ratio=3)
+    table.add_column("read by", ratio=1)
+    for row in rows:
+        reads = f"\nreads: {', '.join(row['needs'])}" if row["needs"] else ""
+        table.add_row(row["name"], f"{row['summary']}\nwrites: {', '.join(row['writes']) or '-'}{reads}",
+                      "\n".join(f"{k}={v['default']!r}: {v['help']}" for k, v in row["options"].items()) or "-",
+                      ", ".join(row["methods"]) or "-")
+    Console(width=max(Console().width, 140)).print(table)
+
+
+@app.command()
 def models():
     """List the model presets (any other Hugging Face id or local directory works too)."""
     from .models.registry import PRESETS, describe_revision, list_models
@@ -264,6 +306,29 @@ def models():
     for name, description in list_models().items():
         table.add_row(name, description, describe_revision(PRESETS[name]))
     Console().print(table)
+
+
+@app.command("assemble-stage1")
+def assemble_stage1(
+    out: Path = typer.Option(..., "--out", "-o", help="New directory for the assembled model (then: --model OUT)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Language model directory or hub id (default: lmsys/vicuna-7b-v1.5)."),
+    vision: Optional[str] = typer.Option(None, "--vision", help="CLIP directory or hub id (default: openai/clip-vit-large-patch14-336)."),
+    projector: Optional[str] = typer.Option(
+        None, "--projector",
+        help="Stage-1 mm_projector.bin: a file or owner/name[:file] (default: liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5).",
+    ),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="Weights dtype of the saved model."),
+):
+    """Build LLaVA-1.5-7B after stage 1 (DataTailor's feature model) from its public parts, as a normal
+    transformers directory (LlavaForConditionalGeneration + processor)."""
+    from .models.stage1 import RECIPES, assemble_stage1 as assemble
+
+    recipe = RECIPES["llava-1.5-7b-stage1"]
+    try:
+        path = assemble(llm or recipe.llm, vision or recipe.vision, projector or recipe.projector, out, dtype=dtype)
+    except MMSelectError as err:
+        _fail(err)
+    console.print(f"[green]stage-1 model[/] -> {path} (use --model {path})")
 
 
 @app.command()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,6 +34,8 @@ def library_versions() -> dict[str, str]:
 
 def write_subset(dataset: Dataset, positions: Iterable[int], out_dir: Path) -> Path:
     """The selected records exactly as they appear in the source, in source order."""
+    if dataset.container in ("parquet", "arrow"):  # row formats: the selected rows, unchanged
+        return dataset.write_rows(positions, out_dir / "subset.parquet")
     positions = sorted(int(p) for p in positions)
     raws = [dataset.raw(p) for p in positions]
     if dataset.container == "jsonl":
@@ -44,12 +48,47 @@ def write_subset(dataset: Dataset, positions: Iterable[int], out_dir: Path) -> P
     return path
 
 
-def write_rejected(rejected: list[dict[str, Any]], out_dir: Path) -> Path:
+@dataclass
+class RejectedRecord:
+    """A record left out, with why and at which stage (``read``, ``extract``, ``select``): one line
+    of ``rejected.jsonl``."""
+
+    key: str
+    reason: str
+    stage: str
+    position: int | None = None
+    id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "position": self.position, "id": self.id, "reason": self.reason, "stage": self.stage}
+
+    @classmethod
+    def from_json(cls, item: "dict[str, Any] | RejectedRecord") -> "RejectedRecord":
+        if isinstance(item, RejectedRecord):
+            return item
+        return cls(key=item["key"], reason=item["reason"], stage=item.get("stage", ""), position=item.get("position"),
+                   id=item.get("id"))
+
+    @classmethod
+    def of(cls, rejected, stage: str) -> "RejectedRecord":
+        """From a reader's rejected record (or anything with key/reason/position/id attributes)."""
+        return cls(key=rejected.key, reason=rejected.reason, stage=stage, position=rejected.position, id=rejected.id)
+
+    @classmethod
+    def for_sample(cls, sample, reason: str, stage: str) -> "RejectedRecord":
+        return cls(key=sample.key, reason=reason, stage=stage, position=sample.position, id=sample.id)
+
+
+def write_rejected(rejected: "Iterable[RejectedRecord | dict[str, Any]]", out_dir: Path) -> Path:
     path = out_dir / REJECTED_FILE
     with path.open("w", encoding="utf-8") as handle:
         for item in rejected:
-            handle.write(json.dumps(item, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(RejectedRecord.from_json(item).to_json(), ensure_ascii=False) + "\n")
     return path
+
+
+def read_rejected_records(directory: Path) -> list[RejectedRecord]:
+    return [RejectedRecord.from_json(item) for item in read_rejected(directory)]
 
 
 def read_rejected(directory: Path) -> list[dict[str, Any]]:
@@ -90,6 +129,12 @@ def write_selection_table(
     path = out_dir / SELECTION_FILE
     pq.write_table(pa.table(columns), path)
     return path
+
+
+def build_manifest(*, started: float, counts: dict[str, int], **fields: Any) -> dict[str, Any]:
+    """The manifest of an extraction or a selection: ``fields``, the record counts, the seconds
+    since ``started`` and the library versions (the command is added when written)."""
+    return {**fields, "counts": counts, "versions": library_versions(), "seconds": round(time.time() - started, 3)}
 
 
 def write_manifest(manifest: dict[str, Any], out_dir: Path) -> Path:

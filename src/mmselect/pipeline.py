@@ -1,7 +1,8 @@
 """The Python API behind the CLI: ``extract``, ``select`` and ``run``.
 
 Every input record ends up exactly once as selected, not selected, or rejected, and the
-manifest's counts add up.
+manifest's counts add up. This layer names no method and no feature: methods say which features
+they need (and the options they imply), the features registry says what each feature is.
 """
 
 from __future__ import annotations
@@ -15,170 +16,140 @@ from .budget import Budget
 from .data.readers import Dataset, read_dataset
 from .errors import MMSelectError
 from .export import (
-    library_versions,
-    read_rejected,
+    RejectedRecord,
+    build_manifest,
+    read_rejected_records,
     write_manifest,
     write_rejected,
     write_selection_table,
     write_subset,
 )
+from .features.context import ExtractOptions
 from .features.store import FeatureSet
 from .methods import get_method
 from .methods.base import SelectionResult
 from .report import write_html_report, write_report
-from .runners import Runner, make_runner
+from .runners import make_runner
 
 
-def _data_rejects(dataset: Dataset) -> list[dict[str, Any]]:
-    return [dict(r.to_json(), stage="read") for r in dataset.rejected]
+def _read_rejects(dataset: Dataset) -> list[RejectedRecord]:
+    return [RejectedRecord.of(r, "read") for r in dataset.rejected]
+
+
+def _extract_options(options: ExtractOptions | None, fields: dict[str, Any]) -> ExtractOptions:
+    """``options`` (default: the defaults) with the keyword ``fields`` that are given; the former
+    per-feature keywords (``clip_model=...``) become feature options."""
+    from .features.registry import LEGACY_OPTIONS, legacy_feature_params, merge_feature_params
+
+    legacy = {k: fields.pop(k) for k in list(fields) if k in LEGACY_OPTIONS}
+    options = (options or ExtractOptions()).replace(**fields)
+    if legacy:
+        options = options.replace(feature_params=merge_feature_params(legacy_feature_params(**legacy), options.feature_params))
+    return options
 
 
 def extract(
     data: str | os.PathLike,
     *,
     out: str | os.PathLike,
-    model: str = "tiny-llava",
     features: list[str] | None = None,
     methods: list[str] | None = None,
     image_root: str | os.PathLike | None = None,
     task_field: str | None = None,
     strict: bool = False,
-    revision: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    trust_remote_code: bool = False,
-    batch_size: int = 8,
-    shard_size: int = 256,
-    max_length: int | None = None,
-    array_dtype: str = "float32",
-    feature_params: dict[str, dict[str, Any]] | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
     dataset: Dataset | None = None,
-    clip_model: str = "openai/clip-vit-large-patch14",
-    scorer_model: str | None = None,
-    styler_model: str | None = None,
-    capabilities: list[str] | None = None,
-    runner: str | Runner | None = None,
-    runner_options: dict[str, Any] | None = None,
+    options: ExtractOptions | None = None,
+    **option_fields: Any,
 ) -> FeatureSet:
     """Read ``data``, run the model once, write a features directory to ``out``.
 
-    ``runner``: ``local`` (default: this process, on ``device``) or ``ray`` (Ray Data workers, one
-    per GPU by default; ``runner_options`` go to :class:`~mmselect.runners.RayRunner`). With Ray,
-    this process describes the model without loading its weights (the workers load them), and the
-    cache directory must be visible to every worker.
-
-    ``features`` are extract options (see ``mmselect extract --help``); ``methods`` adds the
-    options those methods need, so several methods share one pass. ``clip_score`` uses
-    ``clip_model``; ``mmssr-scores`` generates with ``scorer_model``/``styler_model`` (default: the
-    extraction model itself).
+    ``features``: feature names (``mmselect features``); ``methods`` adds the features those
+    methods need, with the options they imply, so several methods share one pass. How to extract
+    is ``options`` (:class:`~mmselect.features.context.ExtractOptions`); its fields may also be
+    given as keywords (``model=``, ``batch_size=``, ``device=``, ``feature_params=``, ...), which
+    take precedence. With ``runner="ray"`` this process describes the model without loading its
+    weights (the workers load them), and the cache directory must be visible to every worker.
     """
-    from .features.extract import extract_features
-    from .features.reducers import FEATURES
-    from .models.registry import load_model, resolve_device
+    from .features.extract import run_features
+    from .features.context import ExtractionContext
+    from .features.registry import merge_feature_params, resolve_features
 
-    device = resolve_device(device)
+    options = _extract_options(options, option_fields)
     names = list(features or [])
+    implied: dict[str, dict[str, Any]] = {}
     for method_name in methods or []:
-        for name in get_method(method_name).extract_features():
-            if name not in names:
-                names.append(name)
-    from .features.auxiliary import AUXILIARY_FEATURES
-
-    names = [n for n in names if n in FEATURES or n in AUXILIARY_FEATURES or _raise_unknown_feature(n)]
-    auxiliary = [n for n in names if n in AUXILIARY_FEATURES]
+        method = get_method(method_name)
+        names += [n for n in method.extract_features() if n not in names]
+        implied = merge_feature_params(implied, method.feature_params())
+    options = options.replace(feature_params=merge_feature_params(implied, options.feature_params))
+    resolve_features(names, options.feature_params)  # unknown names and options fail before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if dataset is None:
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
-    runner = make_runner(runner, **(runner_options or {}))
-    model_device = device
-    if getattr(runner, "remote", False):
-        # The workers compute; this process only describes the model (no weights), in their dtype.
-        if dtype == "auto":
-            dtype = "bfloat16" if runner.uses_gpus else "float32"
-        model_device = "meta"
-    bundle = load_model(model, revision=revision, device=model_device, dtype=dtype, trust_remote_code=trust_remote_code)
-    featureset, extraction_rejects = extract_features(
-        dataset.samples,
-        bundle,
-        [n for n in names if n not in auxiliary],
-        feature_params=feature_params,
-        cache_dir=cache_dir or out / "cache",
-        batch_size=batch_size,
-        shard_size=shard_size,
-        max_length=max_length,
-        array_dtype=array_dtype,
-        progress=progress,
-        runner=runner,
-    )
+    runner = make_runner(options.runner, **(options.runner_options or {}))
+    bundle = _main_model(options, runner)
+    context = ExtractionContext(options, runner, Path(options.cache_dir or out / "cache"), bundle)
+    featureset, extraction_rejects = run_features(dataset.samples, names, context)
     if strict and extraction_rejects:
         first = extraction_rejects[0]
         raise MMSelectError(f"record {first['key']}: {first['reason']} ({dataset.path})")
-    by_key = dataset.by_key()
-    kept = [by_key[k] for k in featureset.keys]
-    auxiliary_info: dict[str, Any] = {}
-    if "clip_score" in auxiliary:
-        from .features.auxiliary import clip_score_columns
-
-        columns, info = clip_score_columns(
-            kept, clip_model=clip_model, cache_dir=cache_dir or out / "cache", device=device, progress=progress
-        )
-        featureset = featureset.with_columns(**columns)
-        auxiliary_info.update(info)
-    if "mmssr-scores" in auxiliary:
-        from .features.auxiliary import mmssr_score_columns
-
-        if scorer_model or bundle.device.type == "meta":  # generation needs weights here
-            scorer = load_model(scorer_model or model, revision=None if scorer_model else bundle.load_args["revision"],
-                                device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-        else:
-            scorer = bundle
-        styler = None if not styler_model else load_model(
-            styler_model, device=device, dtype=dtype, trust_remote_code=trust_remote_code
-        )
-        columns, info = mmssr_score_columns(
-            kept, scorer=scorer, styler=styler, cache_dir=cache_dir or out / "cache", capabilities=capabilities,
-            batch_size=batch_size, shard_size=shard_size, progress=progress,
-        )
-        featureset = featureset.with_columns(**columns)
-        auxiliary_info.update(info)
-    rejected = _data_rejects(dataset) + [
-        {"key": r["key"], "position": by_key[r["key"]].position, "id": by_key[r["key"]].id, "reason": r["reason"], "stage": "extract"}
-        for r in extraction_rejects
+    by_key = {s.key: s for s in dataset.samples}
+    rejected = _read_rejects(dataset) + [
+        RejectedRecord.for_sample(by_key[r["key"]], r["reason"], "extract") for r in extraction_rejects
     ]
     featureset.manifest.update(
-        {
-            "data": str(dataset.path),
-            "image_root": str(image_root) if image_root else None,
-            "model": bundle.describe(),
-            "features": names,
-            "feature_columns": [c for c in featureset.column_names],
-            "feature_arrays": featureset.array_names,
-            "versions": library_versions(),
-            "counts": {
-                "input_records": dataset.n_records,
-                "rejected": len(rejected),
-                "extracted": featureset.n,
-            },
-            "seconds": round(time.time() - started, 3),
-            "runner": type(runner).__name__,
-            **auxiliary_info,
-        }
+        build_manifest(
+            started=started,
+            counts={"input_records": dataset.n_records, "rejected": len(rejected), "extracted": featureset.n},
+            data=str(dataset.path),
+            image_root=str(image_root) if image_root else None,
+            model=bundle.describe(),
+            features=names,
+            feature_columns=featureset.column_names,
+            feature_arrays=featureset.array_names,
+            runner=type(runner).__name__,
+        )
     )
     featureset.save(out)
-    write_rejected(sorted(rejected, key=lambda r: r["position"]), out)
+    write_rejected(sorted(rejected, key=lambda r: r.position), out)
     featureset.root = out
     return featureset
 
 
-def _raise_unknown_feature(name: str) -> bool:
-    from .errors import ConfigError
-    from .features.reducers import FEATURES
+def _main_model(options: ExtractOptions, runner):
+    from .models.registry import load_model, resolve_device
 
-    raise ConfigError(f"unknown feature {name!r}; known: {', '.join(FEATURES)}")
+    device, dtype = resolve_device(options.device), options.dtype
+    if getattr(runner, "remote", False):
+        # The workers compute; this process only describes the model (no weights), in their dtype.
+        if dtype == "auto":
+            dtype = "bfloat16" if runner.uses_gpus else "float32"
+        device = "meta"
+    return load_model(options.model, revision=options.revision, device=device, dtype=dtype,
+                      trust_remote_code=options.trust_remote_code)
+
+
+def _account_for_dataset(featureset: FeatureSet, dataset: Dataset, rejected: list[RejectedRecord]) -> list[RejectedRecord]:
+    """Every record of ``dataset`` without a feature row, and every record the reader rejected,
+    among the rejected (once each), in source order."""
+    known = {s.key for s in dataset.samples}
+    unknown = [k for k in featureset.keys if k not in known]
+    if unknown:
+        raise MMSelectError(
+            f"{len(unknown)} feature row(s) match no record of {dataset.path} (first: {unknown[0]}); "
+            "were the features extracted from another version of this file?"
+        )
+    already = {r.key for r in rejected}
+    rejected = list(rejected)
+    for sample in dataset.samples:
+        if sample.key not in featureset.row_of and sample.key not in already:
+            rejected.append(RejectedRecord.for_sample(sample, "no features for this record", "select"))
+    for item in dataset.rejected:
+        if item.key not in already:
+            rejected.append(RejectedRecord.of(item, "read"))
+    return sorted(rejected, key=lambda r: r.position or 0)
 
 
 def select(
@@ -192,7 +163,7 @@ def select(
     image_root: str | os.PathLike | None = None,
     task_field: str | None = None,
     dataset: Dataset | None = None,
-    rejected: list[dict[str, Any]] | None = None,
+    rejected: list[RejectedRecord | dict[str, Any]] | None = None,
     extra_manifest: dict[str, Any] | None = None,
     scores: str | os.PathLike | None = None,
 ) -> SelectionResult:
@@ -200,41 +171,26 @@ def select(
 
     With ``data`` (or ``dataset``) the subset is written in the input's format and every input
     record is accounted for; without it, only ``selection.parquet`` and the manifest are written.
-    ``scores``: a file of your own ``score_<capability>`` / ``styles`` columns (CSV, JSONL or
-    parquet, keyed by ``key`` or ``position``), merged in before selection (mmSSR without generation).
+    ``scores``: a file of your own per-sample columns (e.g. ``score_<capability>`` / ``styles``;
+    CSV, JSONL or parquet, keyed by ``key`` or ``position``), merged in before selection.
     """
     started = time.time()
     featureset = features if isinstance(features, FeatureSet) else FeatureSet.load(features)
     if scores is not None:
-        from .methods.mmssr import load_user_scores
+        from .features.user_scores import merge_user_scores
 
-        featureset = featureset.with_columns(**load_user_scores(scores, featureset))
+        featureset = merge_user_scores(featureset, scores)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    params = dict(params or {})
-    selector = get_method(method, **params)
+    selector = get_method(method, **dict(params or {}))
     budget = Budget.parse(budget)
     if rejected is None:
-        rejected = read_rejected(featureset.root) if featureset.root is not None else []
+        rejected = read_rejected_records(featureset.root) if featureset.root is not None else []
+    rejected = [RejectedRecord.from_json(r) for r in rejected]
     if dataset is None and data is not None:
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, check_images=False)
     if dataset is not None:
-        known = dataset.by_key()
-        unknown = [k for k in featureset.keys if k not in known]
-        if unknown:
-            raise MMSelectError(
-                f"{len(unknown)} feature row(s) match no record of {dataset.path} (first: {unknown[0]}); "
-                "were the features extracted from another version of this file?"
-            )
-        featured = set(featureset.keys.tolist())
-        already = {r["key"] for r in rejected}
-        for sample in dataset.samples:
-            if sample.key not in featured and sample.key not in already:
-                rejected.append({"key": sample.key, "position": sample.position, "id": sample.id, "reason": "no features for this record", "stage": "select"})
-        for item in dataset.rejected:
-            if item.key not in already:
-                rejected.append(dict(item.to_json(), stage="read"))
-        rejected.sort(key=lambda r: r.get("position", 0))
+        rejected = _account_for_dataset(featureset, dataset, rejected)
     result = selector.select(featureset, budget)
     positions = featureset.column("position") if featureset.has_column("position") else None
     write_selection_table(
@@ -253,26 +209,26 @@ def select(
     if dataset is not None:
         key_to_position = {s.key: s.position for s in dataset.samples}
         subset_path = write_subset(dataset, [key_to_position[k] for k in featureset.keys[result.selected]], out)
-    manifest = {
-        "method": method,
-        "params": selector.get_params(),
-        "budget": str(budget),
-        "budget_samples": result.info.get("budget", result.n_selected),
-        "seed": selector.get_params().get("seed"),
-        "data": str(dataset.path) if dataset is not None else None,
-        "image_root": str(dataset.image_root) if dataset is not None and dataset.image_root else None,
-        "features": str(featureset.root) if featureset.root is not None else None,
-        "model": featureset.manifest.get("model"),
-        "counts": counts,
-        "outputs": {
+    manifest = build_manifest(
+        started=started,
+        counts=counts,
+        method=method,
+        params=selector.get_params(),
+        budget=str(budget),
+        budget_samples=result.info.get("budget", result.n_selected),
+        seed=selector.get_params().get("seed"),
+        data=str(dataset.path) if dataset is not None else None,
+        image_root=str(dataset.image_root) if dataset is not None and dataset.image_root else None,
+        features=str(featureset.root) if featureset.root is not None else None,
+        model=featureset.manifest.get("model"),
+        outputs={
             "subset": subset_path.name if subset_path else None,
             "selection": "selection.parquet",
             "rejected": "rejected.jsonl",
             "report": "report.md",
         },
-        "method_info": result.info,
-        "seconds": round(time.time() - started, 3),
-    }
+        method_info=result.info,
+    )
     manifest.update(extra_manifest or {})
     write_manifest(manifest, out)
     model_name = (featureset.manifest.get("model") or {}).get("name")
@@ -285,7 +241,7 @@ def select(
         tasks=featureset.tasks,
         selected=result.selected,
         scores=result.scores,
-        rejected=rejected,
+        rejected=[r.to_json() for r in rejected],
         info=result.info,
         model=model_name,
     )
@@ -299,32 +255,44 @@ def run(
     method: str,
     budget: str | int | float | Budget,
     out: str | os.PathLike,
-    model: str = "tiny-llava",
     params: dict[str, Any] | None = None,
     image_root: str | os.PathLike | None = None,
     task_field: str | None = None,
     strict: bool = False,
     features_dir: str | os.PathLike | None = None,
-    **extract_options: Any,
+    options: ExtractOptions | None = None,
+    model: str | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+    feature_params: dict[str, dict[str, Any]] | None = None,
 ) -> SelectionResult:
-    """Read, extract what ``method`` needs, select, export: the whole job."""
+    """Read, extract what ``method`` needs, select, export: the whole job.
+
+    How to extract is ``options``; ``model``, ``batch_size``, ``device``, ``progress`` and
+    ``feature_params``, when given, replace its fields. The method's implied feature options
+    (e.g. only the capabilities it samples) apply unless ``feature_params`` sets them.
+    """
+    from .features.registry import merge_feature_params
+
+    options = (options or ExtractOptions()).replace(model=model, batch_size=batch_size, device=device, progress=progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
     selector = get_method(method, **(params or {}))
-    if method == "mmssr" and (params or {}).get("capabilities"):
-        extract_options.setdefault("capabilities", params["capabilities"])  # score only what is sampled
+    options = options.replace(
+        feature_params=merge_feature_params(selector.feature_params(), options.feature_params, feature_params)
+    )
     feature_dir = Path(features_dir) if features_dir else out / "features"
     featureset = extract(
         data,
         out=feature_dir,
-        model=model,
         features=selector.extract_features(),
         image_root=image_root,
         task_field=task_field,
         strict=strict,
         dataset=dataset,
-        **extract_options,
+        options=options,
     )
     return select(
         featureset,
@@ -333,9 +301,9 @@ def run(
         out=out,
         params=params,
         dataset=dataset,
-        rejected=read_rejected(feature_dir),
+        rejected=read_rejected_records(feature_dir),
         extra_manifest={"feature_dir": str(feature_dir)},
     )
 
 
-__all__ = ["extract", "run", "select"]
+__all__ = ["ExtractOptions", "extract", "run", "select"]

@@ -9,10 +9,9 @@ interrupted run.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from .progress import progress_bar
 
 T = TypeVar("T")
 
@@ -21,37 +20,6 @@ class Runner(Protocol):
     remote: bool  # True: work runs in other processes, which load their own model
 
     def run_shards(self, shards, *, name_of, store, work, progress: bool, total: int, description: str) -> list: ...
-
-
-class _RateColumn(TextColumn):
-    def __init__(self, unit: str):
-        super().__init__("")
-        self.unit = unit
-
-    def render(self, task):
-        speed = task.finished_speed or task.speed
-        from rich.text import Text
-
-        return Text(f"{speed:,.1f} {self.unit}/s" if speed else f"- {self.unit}/s", style="progress.data.speed")
-
-
-@contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True, unit: str = "samples") -> Iterator[Callable[[int], None]]:
-    """A rich progress bar with a samples/s column; yields ``advance(n)``."""
-    if not enabled:
-        yield lambda n: None
-        return
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        _RateColumn(unit),
-        TimeRemainingColumn(),
-    ]
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 class LocalRunner:

@@ -48,7 +48,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..runners import progress_bar
+from ..progress import progress_bar
 
 # --- released models (loading is done by the models layer) ---------------------------------------
 SCORER_MODEL = "mengyaolyu/mmssr-7b-scorer"

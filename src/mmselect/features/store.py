@@ -63,8 +63,8 @@ class FeatureSet:
             self._arrays[name] = values
         self.manifest = dict(manifest or {})
         self.root = root
-        keys = self._columns["key"]
-        if len(set(keys.tolist())) != n:
+        self._row_of = {key: row for row, key in enumerate(self._columns["key"].tolist())}
+        if len(self._row_of) != n:
             raise ValueError("sample keys must be unique")
 
     # --- construction -------------------------------------------------------------------------
@@ -139,6 +139,15 @@ class FeatureSet:
     @property
     def keys(self) -> np.ndarray:
         return self._columns["key"]
+
+    @property
+    def row_of(self) -> dict[str, int]:
+        """key -> row, built once with the feature set."""
+        return self._row_of
+
+    def rows_for(self, keys: Iterable[str]) -> np.ndarray:
+        """Rows of ``keys`` (all present), in that order."""
+        return np.array([self._row_of[str(k)] for k in keys], dtype=np.int64)
 
     @property
     def tasks(self) -> np.ndarray:
