@@ -142,7 +142,9 @@ def _open_binary(ref: str) -> IO[bytes]:
     if is_url(ref):
         import fsspec
 
-        return fsspec.open(ref, "rb").open()
+        # Read whole: a file inside an archive closes with its OpenFile; images are small.
+        with fsspec.open(ref, "rb") as handle:
+            return io.BytesIO(handle.read())
     return open(ref, "rb")
 
 

@@ -62,8 +62,11 @@ def decompress(path: Path) -> bytes:
             import zstandard
         except ImportError:
             raise DataFormatError(f"{path}: reading .zst files needs the zstandard package (pip install zstandard)") from None
-        with path.open("rb") as raw:
-            return zstandard.ZstdDecompressor().stream_reader(raw).read()
+        try:
+            with path.open("rb") as raw:
+                return zstandard.ZstdDecompressor().stream_reader(raw).read()
+        except zstandard.ZstdError as err:
+            raise DataFormatError(f"{path}: cannot decompress ({err})") from None
     try:
         with opener(path, "rb") as handle:
             return handle.read()
