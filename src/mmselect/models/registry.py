@@ -33,6 +33,9 @@ class ModelPreset:
     # Task preset (mmselect.data.tasks.TASK_PRESETS) DataTailor uses with this model when the user names
     # no --task-field: the LLaVA-1.5 models are fed LLaVA-1.5's own mix, whose ten sources are its tasks.
     task_preset: str | None = None
+    # A model assembled from public parts on first use (a recipe in mmselect.models.stage1.RECIPES);
+    # hf_id then names the repository that defines it (its pinned commit is the part's revision).
+    assemble: str | None = None
 
 
 PRESETS: dict[str, ModelPreset] = {}
@@ -68,6 +71,10 @@ for _preset in [
                 description="LLaVA-1.5 7B (Vicuna-7B + CLIP-L/336), 32 layers, 4096-d", task_preset="llava-665k"),
     ModelPreset("llava-1.5-13b", "llava-hf/llava-1.5-13b-hf", "llava", "vicuna_v1",
                 description="LLaVA-1.5 13B (Vicuna-13B + CLIP-L/336), 40 layers, 5120-d", task_preset="llava-665k"),
+    ModelPreset("llava-1.5-7b-stage1", "liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5", "llava",
+                "vicuna_v1", description="LLaVA-1.5 7B after stage 1, before instruction tuning (DataTailor's "
+                "feature model): Vicuna-7B-v1.5 + CLIP-L/336 + the released stage-1 projector, assembled on first "
+                "use (`mmselect assemble-stage1`)", task_preset="llava-665k", assemble="llava-1.5-7b-stage1"),
     ModelPreset("llava-onevision-qwen2-0.5b", "llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "llava-onevision",
                 "chatml_image", description="LLaVA-OneVision 0.5B (Qwen2-0.5B + SigLIP), 24 layers, 896-d"),
     ModelPreset("llava-onevision-qwen2-7b", "llava-hf/llava-onevision-qwen2-7b-ov-hf", "llava-onevision",
@@ -230,6 +237,10 @@ def load_model(
         from .tiny import build_tiny_model
 
         source = str(build_tiny_model(preset.name))
+    elif preset is not None and preset.assemble:
+        from .stage1 import assembled_directory
+
+        source = str(assembled_directory(preset.assemble, projector_revision=revision or preset.revision))
     elif preset is not None:
         source = preset.hf_id
     else:
