@@ -331,29 +331,6 @@ def assemble_stage1(
     console.print(f"[green]stage-1 model[/] -> {path} (use --model {path})")
 
 
-@app.command("assemble-stage1")
-def assemble_stage1(
-    out: Path = typer.Option(..., "--out", "-o", help="New directory for the assembled model (then: --model OUT)."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="Language model directory or hub id (default: lmsys/vicuna-7b-v1.5)."),
-    vision: Optional[str] = typer.Option(None, "--vision", help="CLIP directory or hub id (default: openai/clip-vit-large-patch14-336)."),
-    projector: Optional[str] = typer.Option(
-        None, "--projector",
-        help="Stage-1 mm_projector.bin: a file or owner/name[:file] (default: liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5).",
-    ),
-    dtype: str = typer.Option("bfloat16", "--dtype", help="Weights dtype of the saved model."),
-):
-    """Build LLaVA-1.5-7B after stage 1 (DataTailor's feature model) from its public parts, as a normal
-    transformers directory (LlavaForConditionalGeneration + processor)."""
-    from .models.stage1 import RECIPES, assemble_stage1 as assemble
-
-    recipe = RECIPES["llava-1.5-7b-stage1"]
-    try:
-        path = assemble(llm or recipe.llm, vision or recipe.vision, projector or recipe.projector, out, dtype=dtype)
-    except MMSelectError as err:
-        _fail(err)
-    console.print(f"[green]stage-1 model[/] -> {path} (use --model {path})")
-
-
 @app.command()
 def report(
     out: Path = typer.Argument(..., help="Output directory of `mmselect run` / `mmselect select`."),
