@@ -68,7 +68,7 @@ class RayRunner:
     """Map shards over Ray Data actors: ``workers`` of them (default: one per GPU of the cluster,
     else one), each with ``gpus_per_worker`` GPUs (default 1 when the cluster has GPUs, else 0).
 
-    The work must be picklable (:class:`~mmselect.features.extract.ShardWork`); each worker loads the
+    The work must be picklable (:class:`~mmselect.features.work.ShardWork` and the other work units); each worker loads the
     model itself. The cache directory must be on storage every worker sees (one machine, or a
     shared filesystem on a cluster): workers write finished shards there, and the driver reads them.
     ``address``: an existing cluster (``auto``, ``ray://host:10001``); default: start Ray locally.
