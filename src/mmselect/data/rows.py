@@ -28,7 +28,9 @@ from ..errors import DataFormatError
 
 IMAGE_COLUMNS = ("image", "images")
 BATCH_ROWS = 1024
-_HUB_ID = re.compile(r"^(hf://(datasets/)?)?[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_FILE_SUFFIXES = {".json", ".jsonl", ".ndjson", ".parquet", ".arrow", ".txt", ".csv"}
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zstd")
+_HUB_ID = re.compile(r"^(hf:/+(datasets/)?)?[A-Za-z0-9][\w.-]*/[\w.-]+$")  # hf:/ once a Path had it
 
 
 def _bytes_digest(value: bytes) -> dict[str, str]:
@@ -264,17 +266,21 @@ def open_row_source(spec: str | os.PathLike, split: str | None = None) -> RowSou
             return RowSource(path, arrows, "arrow")
         raise DataFormatError(f"{path}: a folder without parquet files or a saved dataset (state.json)")
     text = os.fspath(spec)
-    if _HUB_ID.match(text) and not text.startswith((".", "/")):
-        return _hub_source(text, split)
+    explicit = text.startswith("hf:/")
+    looks_like_file = Path(text).suffix.lower() in _FILE_SUFFIXES or Path(text).name.lower().endswith(_COMPRESSED)
+    if _HUB_ID.match(text) and (explicit or not looks_like_file):
+        return _hub_source(text, split, explicit)
     raise DataFormatError(f"{path}: no such file")
 
 
-def _hub_source(name: str, split: str | None) -> RowSource:
+def _hub_source(name: str, split: str | None, explicit: bool) -> RowSource:
     try:
         import datasets
     except ImportError:
+        if not explicit:
+            raise DataFormatError(f"{name}: no such file (as a Hugging Face dataset id it needs pip install 'mmselect[hf]')") from None
         raise DataFormatError(f"{name}: reading a Hugging Face dataset needs the hf extra (pip install 'mmselect[hf]')") from None
-    repo = re.sub(r"^hf://(datasets/)?", "", name)
+    repo = re.sub(r"^hf:/+(datasets/)?", "", name)
     try:
         loaded = datasets.load_dataset(repo, split=split or "train")
     except Exception as err:  # network, authentication, unknown dataset: the library says which
