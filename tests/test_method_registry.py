@@ -109,3 +109,38 @@ def test_select_equals_fit_then_select_budget():
             assert np.array_equal(once.selected, again.selected) and np.array_equal(once.scores, again.scores)
     with pytest.raises(ConfigError, match="fit"):
         get_method("length").select_budget(3)
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("semdedup", {"n_clusters": 4, "pca_dim": None, "kmeans_backend": "sklearn"}),
+        ("d2-pruning", {"knn": "exact"}),
+        ("prism", {}),
+        ("prism", {"scope": "per_task", "keep_text_only": False}),
+        ("el2n", {}),
+        ("ifd", {"band": "mid"}),
+    ],
+)
+def test_fitted_methods_sweep_budgets_like_fresh_selections(name, params):
+    rng = np.random.default_rng(2)
+    n = 240
+    x = (rng.standard_normal((6, 16)) * 3)[rng.integers(0, 6, n)] + rng.standard_normal((n, 16))
+    features = FeatureSet.from_arrays(
+        tasks=np.repeat(["a", "b", "c"], [100, 80, 60]),
+        columns={
+            "aum": rng.random(n), "n_images": (rng.random(n) > 0.1).astype(int), "el2n": rng.random(n),
+            "answer_nll": rng.random(n), "answer_nll_noinstr": rng.random(n),
+        },
+        arrays={"last_token": x.astype(np.float32), "mean_embed": x.astype(np.float32), "visual_mean": x},
+    )
+    fitted = get_method(name, **params).fit(features)
+    for budget in (0.1, 0.15, 0.2, 0.1):
+        swept = fitted.select_budget(budget)
+        fresh = get_method(name, **params).select(features, budget)
+        assert np.array_equal(swept.selected, fresh.selected)
+        assert np.array_equal(swept.scores, fresh.scores, equal_nan=True)
+        for key in fresh.values:
+            assert np.array_equal(swept.values[key], fresh.values[key], equal_nan=True)
+        if fresh.order is not None:
+            assert np.array_equal(swept.order, fresh.order)

@@ -229,6 +229,9 @@ class D2Pruning(SelectionMethod):
        code approximates the argmax with a sorted list plus a "standby" cache; here the argmax is
        exact (lazy heap).
 
+    Steps 1-2 do not depend on the budget and are :meth:`fit`; the greedy selection of step 3
+    stops at the budget and runs in :meth:`select_budget`.
+
     Parameters
     ----------
     embedding : str, default ``"mean_embed"``
@@ -331,7 +334,9 @@ class D2Pruning(SelectionMethod):
             FeatureNeed(self.score, "column", _PRODUCERS.get(self.score)),
         ]
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+    def _fit(self, features: FeatureSet) -> None:
+        """Steps 1-2, which do not depend on the budget: the kNN graph and the forward scores.
+        The greedy selection (step 3) stops at the budget and is :meth:`_select_budget`."""
         clock = Stopwatch()
         array = features.array(self.embedding)
         scores = np.asarray(features.column(self.score), dtype=np.float64)
@@ -383,6 +388,15 @@ class D2Pruning(SelectionMethod):
         dist = np.where(neighbors >= 0, dist, np.inf)
         with clock.stage("forward"):
             graph = forward_scores(scores, neighbors, dist, forward_gamma=self.forward_gamma, floor=self.score_floor)
+        self.neighbors_, self.distances_, self.graph_scores_ = neighbors, dist, graph
+        self.clock_, self.fit_info_ = clock, info
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        neighbors, dist, graph = self.neighbors_, self.distances_, self.graph_scores_
+        n = len(graph)
+        info = dict(self.fit_info_)
+        clock = Stopwatch()
+        clock.timings.update(self.clock_.timings)
         with clock.stage("greedy"):
             order, final = greedy_reverse(graph, neighbors, dist, k, gamma=self.gamma)
         selected = np.zeros(n, dtype=bool)

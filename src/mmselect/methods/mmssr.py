@@ -79,6 +79,9 @@ class MMSSR(SelectionMethod):
     hash seed). A sample without styles (empty styler reply) is binned under ``"+<source>"``, which
     is what the official parsing makes of an empty reply.
 
+    The sampler depends on the budget throughout (each round's quota is ``remaining // |caps|``),
+    so all of it runs in :meth:`select_budget`; :meth:`fit` only checks the features.
+
     Scores: a preference rank, ``n - position`` in (pick order, then the fill order of the rest), so
     the ``k`` highest scores are the selection. ``values``: ``mmssr_capability`` (capability that
     picked the sample, ``""`` if none), ``mmssr_round``, ``mmssr_bin``, ``mmssr_max_score``.

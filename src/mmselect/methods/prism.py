@@ -99,7 +99,8 @@ class Prism(SelectionMethod):
             FeatureNeed("n_images", "column", None),
         ]
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+    def _fit(self, features: FeatureSet) -> None:
+        """The redundancy of every image record (does not depend on the budget)."""
         t_start = time.perf_counter()
         n = features.n
         feats = features.array("visual_mean")
@@ -115,7 +116,14 @@ class Prism(SelectionMethod):
             redundancy[rows] = redundancy_scores(
                 feats, rows, center=self.center, block_rows=int(self.block_rows), keys=features.keys
             )
+        self.redundancy_, self.text_only_, self.groups_ = redundancy, text_only, groups
+        self.fit_s_ = time.perf_counter() - t_start
 
+    def _select_budget(self, k: int) -> SelectionResult:
+        t_start = time.perf_counter()
+        redundancy, text_only, groups = self.redundancy_, self.text_only_, self.groups_
+        n = len(redundancy)
+        image_rows = np.flatnonzero(~text_only)
         n_text = int(text_only.sum())
         info: dict = {
             "center": self.center,
@@ -152,7 +160,7 @@ class Prism(SelectionMethod):
         info["redundancy_range"] = (
             [float(np.nanmin(redundancy)), float(np.nanmax(redundancy))] if len(image_rows) else None
         )
-        info["time_s"] = round(time.perf_counter() - t_start, 3)
+        info["time_s"] = round(self.fit_s_ + time.perf_counter() - t_start, 3)
         return SelectionResult(
             selected=selected,
             scores=scores,

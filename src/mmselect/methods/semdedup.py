@@ -101,6 +101,9 @@ class SemDeDup(SelectionMethod):
        ties to the earlier position, and ``scores = -M``. (COINCIDE trims by truncating its
        list of kept samples, which is ordered by cluster id.)
 
+    Steps 1-3 do not depend on the budget and are :meth:`fit`; the eps search of steps 4-5 is
+    the budget's and runs in :meth:`select_budget` (cheap: a top-``k`` of ``-M``).
+
     ``M`` is not clipped at 0 (the reference fills the lower triangle with zeros, so negative
     cosines count as 0): no keep set changes for eps < 1, only the trim order among samples that
     no eps < 1 would drop.
@@ -179,7 +182,9 @@ class SemDeDup(SelectionMethod):
             return int(max(1, min(self.n_clusters, n)))
         return int(min(n, max(1, round(n * COINCIDE_CLUSTERS / LLAVA_665K))))
 
-    def _select(self, features: FeatureSet, k: int) -> SelectionResult:
+    def _fit(self, features: FeatureSet) -> None:
+        """Steps 1-3, which do not depend on the budget: clusters and ``M`` for every sample.
+        The threshold search of steps 4-5 depends on the budget and is :meth:`_select_budget`."""
         clock = Stopwatch()
         array = features.array(self.embedding)
         n, d = array.shape
@@ -202,22 +207,27 @@ class SemDeDup(SelectionMethod):
             del source
         with clock.stage("dedup"):
             max_sim, cos_to_centroid = self._dedup_pass(array, labels)
-        selected = top_k_mask(-max_sim, k)
-        if k > 0:
-            threshold = float(max_sim[selected].max())
-            info["eps"] = float(1.0 - threshold)
-            info["kept_at_eps"] = int((max_sim <= threshold).sum())
-            info["trimmed_ties"] = info["kept_at_eps"] - k
         sizes = np.bincount(labels, minlength=n_clusters)
         info["cluster_sizes"] = {
             "min": int(sizes.min()), "median": float(np.median(sizes)), "max": int(sizes.max()),
             "empty": int((sizes == 0).sum()),
         }
         info["timings_s"] = clock.rounded()
+        self.labels_, self.max_sim_, self.cos_to_centroid_, self.fit_info_ = labels, max_sim, cos_to_centroid, info
+
+    def _select_budget(self, k: int) -> SelectionResult:
+        """Steps 4-5: the largest eps that keeps at least ``k`` samples, ties trimmed by position."""
+        max_sim, info = self.max_sim_, dict(self.fit_info_)
+        selected = top_k_mask(-max_sim, k)
+        if k > 0:
+            threshold = float(max_sim[selected].max())
+            info["eps"] = float(1.0 - threshold)
+            info["kept_at_eps"] = int((max_sim <= threshold).sum())
+            info["trimmed_ties"] = info["kept_at_eps"] - k
         return SelectionResult(
             selected=selected,
             scores=-max_sim,
-            values={"cluster": labels, "cos_to_centroid": cos_to_centroid, "max_sim_earlier": max_sim},
+            values={"cluster": self.labels_, "cos_to_centroid": self.cos_to_centroid_, "max_sim_earlier": max_sim},
             info=info,
         )
 
