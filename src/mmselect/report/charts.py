@@ -141,7 +141,8 @@ def scatter(name: str, x: np.ndarray, y: np.ndarray, selected: np.ndarray, label
 def heatmap(name: str, labels: list[str], matrix: np.ndarray, label: str) -> str:
     """A square matrix of values in [0, 1], each cell written out."""
     n = len(labels)
-    left, top = 170, 150
+    longest = min(max((len(t) for t in labels), default=4), 24)
+    left, top = 20 + 6.5 * longest, 16 + 4.8 * longest  # room for the row and the slanted column labels
     cell = min(64, (WIDTH - left - 10) / max(n, 1))
     width = int(left + n * cell + 10)
     height = int(top + n * cell + 10)
@@ -161,7 +162,7 @@ def heatmap(name: str, labels: list[str], matrix: np.ndarray, label: str) -> str
                 f'height="{cell - 2:.1f}" fill-opacity="{shade:.2f}"><title>{escape(labels[i])} / {escape(labels[j])}: {value:.3f}</title></rect>'
             )
             body.append(
-                f'<text class="cell" x="{left + (j + 0.5) * cell:.1f}" y="{top + (i + 0.5) * cell + 4:.1f}" '
+                f'<text class="{"cell hi" if shade > 0.6 else "cell"}" x="{left + (j + 0.5) * cell:.1f}" y="{top + (i + 0.5) * cell + 4:.1f}" '
                 f'text-anchor="middle">{value:.2f}</text>'
             )
     return _svg(name, height, body, label, width=max(width, 200))

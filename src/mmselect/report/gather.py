@@ -531,7 +531,7 @@ class Projection:
 
 
 def projection(output: Output, featureset, points: int = MAP_POINTS, seed: int = 0) -> Projection | None:
-    """First two principal components (numpy SVD) of a sample of the method's embedding."""
+    """First two principal components (scikit-learn's randomized PCA) of a sample of the method's embedding."""
     if featureset is None or not featureset.array_names:
         return None
     names = featureset.array_names
@@ -555,14 +555,15 @@ def projection(output: Output, featureset, points: int = MAP_POINTS, seed: int =
     sample, rows = sample[finite], rows[finite]
     if len(rows) < 3:
         return None
-    centred = sample - sample.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred, full_matrices=False)
-    total = float((s**2).sum()) or 1.0
-    coords = u[:, :2] * s[:2]
-    if coords.shape[1] < 2:
+    from sklearn.decomposition import PCA
+
+    components = min(2, sample.shape[1])
+    pca = PCA(n_components=components, svd_solver="randomized", random_state=seed)
+    coords = pca.fit_transform(sample)
+    if components < 2:
         coords = np.column_stack([coords, np.zeros(len(coords))])
-    explained = (float(s[0] ** 2 / total), float(s[1] ** 2 / total) if len(s) > 1 else 0.0)
-    return Projection(name, coords[:, 0], coords[:, 1], output.selected[rows], len(keys), explained)
+    ratios = np.nan_to_num(pca.explained_variance_ratio_).tolist() + [0.0]
+    return Projection(name, coords[:, 0], coords[:, 1], output.selected[rows], len(keys), (ratios[0], ratios[1]))
 
 
 # --- timing ---------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ code { font-size:.9em; background:var(--panel); padding:0 3px; border-radius:3px
 figure { margin:0; } figcaption { color:var(--muted); font-size:.88em; max-width:640px; }
 figcaption.title { color:var(--fg); font-weight:600; font-size:.95em; }
 svg.chart { max-width:100%; height:auto; display:block; }
-svg .lbl { fill:var(--muted); font-size:11px; } svg .cell { fill:var(--fg); font-size:11px; }
+svg .lbl { fill:var(--muted); font-size:11px; } svg .cell { fill:var(--fg); font-size:11px; } svg .cell.hi { fill:#fff; }
 svg .grid { stroke:var(--line); stroke-width:1; } svg .axis { stroke:var(--muted); stroke-width:1; }
 svg .s0 { fill:var(--kept); } svg .s1 { fill:var(--dropped); } svg .s2 { fill:var(--c2); }
 svg .s3 { fill:var(--c3); } svg .s4 { fill:var(--c4); } svg .s5 { fill:var(--c5); }
