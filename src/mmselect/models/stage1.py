@@ -57,7 +57,13 @@ def resolve_projector(projector: str, revision: str | None = None) -> Path:
         raise ConfigError(f"projector {projector!r}: not a file, not a Hugging Face repo (owner/name[:file])")
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(repo, filename or "mm_projector.bin", revision=revision))
+    try:
+        return Path(hf_hub_download(repo, filename or "mm_projector.bin", revision=revision))
+    except Exception as err:
+        raise ConfigError(
+            f"projector {projector!r}: not a local file, and the hub download failed "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from None
 
 
 def load_projector(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -94,7 +100,7 @@ def _image_processor(vision: str, image_size: int):
         mean, std, crop = clip.image_mean, clip.image_std, clip.crop_size
         crop = {"height": crop["height"], "width": crop["width"]} if isinstance(crop, dict) else {
             "height": crop.height, "width": crop.width}
-    except OSError:  # a vision directory without a preprocessor config: CLIP's defaults at its size
+    except Exception:  # no preprocessor config next to the tower: CLIP's defaults at its size
         mean, std, crop = None, None, {"height": image_size, "width": image_size}
     kwargs = {"image_mean": mean, "image_std": std} if mean is not None else {}
     return LlavaImageProcessorPil(
@@ -192,7 +198,7 @@ def assemble_stage1(
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)
     processor.save_pretrained(partial)
@@ -200,9 +206,14 @@ def assemble_stage1(
         "Stage-1 LLaVA-1.5 (before instruction tuning), assembled by mmselect.\n\n"
         f"- language model: {llm}\n- vision tower: {vision}\n- projector: {projector}\n"
     )
-    if out.exists():
-        out.rmdir()
-    partial.rename(out)
+    try:
+        if out.exists():
+            out.rmdir()  # an empty directory the caller made
+        partial.rename(out)
+    except OSError:
+        if not (out / "config.json").is_file():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)  # another process finished the same model first
     return out
 
 
