@@ -234,3 +234,15 @@ def test_load_model_takes_a_template_name(tmp_path):
     bundle = load_model("tiny-qwen2-vl", device="cpu", template="chat_template")
     assert bundle.template.name == "chat_template" and bundle.load_args["template"] == "chat_template"
     assert bundle.describe()["template"] == "chat_template"
+
+
+def test_moved_count_equals_the_renderings(mini_data, mini_images):
+    from mmselect.data import read_dataset
+
+    samples = read_dataset(mini_data, image_root=mini_images).samples
+    moved = [_sample([("user", "What digit?\n<image>"), ("assistant", "7.")], ONE), _sample(*CASES["middle"])]
+    samples = list(samples) + moved
+    for template in TEMPLATES.values():
+        rendered = sum(template.render([s]).moved_placeholder for s in samples)
+        assert count_moved_placeholders(template, samples) == rendered
+    assert count_moved_placeholders(TEMPLATES["vicuna_v1"], samples) == 2  # mini puts <image> first everywhere
