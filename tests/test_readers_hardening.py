@@ -158,7 +158,6 @@ def test_records_are_read_back_from_the_file_by_offset(tmp_path):
 def test_keys_do_not_depend_on_the_json_library(tmp_path, monkeypatch, fast):
     if not fast:
         monkeypatch.setattr(readers_module, "orjson", None)
-        monkeypatch.setattr(textscan, "orjson", None)
     elif readers_module.orjson is None:
         pytest.skip("orjson is not installed")
     lines = [

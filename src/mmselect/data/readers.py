@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import sys
 from array import array
 from bisect import bisect_left
@@ -28,7 +27,7 @@ import numpy as np
 
 from ..errors import DataFormatError, RecordError
 from .images import ImageResolver, check_image, check_image_bytes, max_image_pixels
-from .records import IMAGE_PLACEHOLDER, Sample, Turn, conversation, image_list
+from .records import IMAGE_PLACEHOLDER, Sample, Turn, conversation, conversation_columns, image_list
 from .tasks import NO_DIRECTORY_TASK, TEXT_ONLY_TASK, infer_task
 from .textscan import TextSource, compression_of, decompress, detect_container, scan_json_array, scan_jsonl
 
@@ -57,13 +56,8 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
 _ENCODE_CANONICAL = json.encoder.c_make_encoder(  # json.dumps(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", True, False, True
 ) if json.encoder.c_make_encoder is not None else None
-# orjson writes floats differently from Python (1e-05 vs 0.00001) and reads integers beyond 64 bits
-# as floats. In its compact output a number follows ':', ',' or '['; anything there that looks like a
-# float (also inside a string, harmlessly) sends the record to json.
-_FLOATISH = re.compile(rb"[:,\[]-?[0-9]+[.eE]")
-
-
-_NUMBER_START = (b"-", b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9")
+# orjson writes floats differently from Python (1e-05 vs 0.00001, NaN as null): records with floats
+# (the scan notes them) are written by json; orjson refuses integers beyond 64 bits by itself.
 
 
 def _canonical_json(record: Any) -> bytes:
@@ -75,19 +69,19 @@ def _canonical_json(record: Any) -> bytes:
 
 
 def _fast_canonical(record: Any) -> bytes | None:
-    """orjson's sorted compact output when it is byte for byte what json writes, else None."""
+    """orjson's sorted compact output (for a record without floats it is byte for byte what json
+    writes), or None when orjson is missing or refuses the record."""
     if orjson is None:
         return None
     try:
-        data = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     except (TypeError, orjson.JSONEncodeError):
         return None
-    return None if data[:1] in _NUMBER_START or _FLOATISH.search(data) else data
 
 
-def _hash40(record: Any) -> int:
+def _hash40(record: Any, has_float: bool = True) -> int:
     """The content hash of :func:`~.records.content_hash` (blake2b, 5 bytes), as an integer."""
-    canonical = _fast_canonical(record)
+    canonical = None if has_float else _fast_canonical(record)
     if canonical is None:
         canonical = _canonical_json(record)
     return int.from_bytes(hashlib.blake2b(canonical, digest_size=5).digest(), "big")
@@ -324,23 +318,23 @@ class Dataset:
         return code
 
 
-@dataclass
 class _Checked:
     """One record after validation: what stays (hash, task, counts) and what the image check needs."""
 
-    position: int
-    start: int
-    end: int
-    hash40: int
-    key: str
-    id: str | None
-    task: str = ""
-    n_images: int = 0
-    text_chars: int = 0
-    images: list[str] | None = None  # as written
-    refs: list[str] | None = None  # resolved
-    blobs: list[bytes | None] | None = None  # embedded image bytes (row formats)
-    reason: str | None = None
+    __slots__ = ("position", "start", "end", "hash40", "id", "task", "n_images", "text_chars", "images", "refs",
+                 "blobs", "reason")
+
+    def __init__(self, position: int, start: int, end: int, hash40: int, id: str | None):
+        self.position, self.start, self.end, self.hash40, self.id = position, start, end, hash40, id
+        self.task, self.n_images, self.text_chars = "", 0, 0
+        self.images: list[str] | None = None  # as written
+        self.refs: list[str] | None = None  # resolved
+        self.blobs: list[bytes | None] | None = None  # embedded image bytes (row formats)
+        self.reason: str | None = None
+
+    @property
+    def key(self) -> str:
+        return format_key(self.position, self.hash40)
 
 
 class _Reader:
@@ -364,28 +358,25 @@ class _Reader:
                  row_images: Any = None) -> _Checked:
         if hash40 is None:
             hash40 = _hash40(record)
-        key = format_key(position, hash40)
-        raw_id = record.get("id") if isinstance(record, dict) else None
-        item = _Checked(position, start, end, hash40, key, None if raw_id is None else str(raw_id))
+        key = ""  # only a rejection needs it (item.key), and it is formatted then
+        raw_id = record.get("id") if type(record) is dict or isinstance(record, dict) else None
+        item = _Checked(position, start, end, hash40, None if raw_id is None else str(raw_id))
         try:
             if not isinstance(record, dict):
                 raise RecordError(key, "record is not a JSON object")
             self.fields.update(record)
             if self.task_field and not self.task_field_seen and record.get(self.task_field) not in (None, ""):
                 self.task_field_seen = True
-            turns = conversation(record, key)
+            _, texts = conversation_columns(record, key)
             if row_images is None:
                 images, embedded = image_list(record, key), None
             elif row_images.error:
                 raise RecordError(key, row_images.error)
             else:
                 images, embedded, item.blobs = row_images.names, row_images.refs, row_images.blobs
-            placeholders = 0
-            text_chars = 0
-            for _, text in turns:
-                count = text.count(IMAGE_PLACEHOLDER)
-                placeholders += count
-                text_chars += len(text) - count * len(IMAGE_PLACEHOLDER)
+            joined = "".join(texts)
+            placeholders = joined.count(IMAGE_PLACEHOLDER)
+            text_chars = len(joined) - placeholders * len(IMAGE_PLACEHOLDER)
             if placeholders > len(images):
                 raise RecordError(key, f"{placeholders} '<image>' placeholders but {len(images)} image(s)")
             resolver = self.dataset.resolver
@@ -571,15 +562,8 @@ def read_dataset(
     try:
         with stream, _Progress(progress, f"reading {text_path.name}") as bar:
             block: list[_Checked] = []
-            for position, (start, end, record, text) in enumerate(scan(text_path, stream)):
-                hash40 = None
-                if text is not None:  # parsed by orjson
-                    canonical = _fast_canonical(record)
-                    if canonical is None:  # numbers orjson may read differently: json decides
-                        record = json.loads(text)
-                    else:
-                        hash40 = int.from_bytes(hashlib.blake2b(canonical, digest_size=5).digest(), "big")
-                block.append(reader.validate(position, start, end, record, hash40=hash40))
+            for position, (start, end, record, has_float) in enumerate(scan(text_path, stream)):
+                block.append(reader.validate(position, start, end, record, hash40=_hash40(record, has_float)))
                 if len(block) >= BLOCK_RECORDS:
                     reader.finish_block(block)
                     bar.advance(len(block))

@@ -83,6 +83,48 @@ def conversation(record: dict[str, Any], key: str) -> list[tuple[str, str]]:
     query/response (``query``, ``response``, optional ``history`` of ``[query, response]`` pairs);
     ``system`` at the top level of the latter two.
     """
+    roles, texts = conversation_columns(record, key)
+    return list(zip(roles, texts))
+
+
+def conversation_columns(record: dict[str, Any], key: str) -> tuple[list[str], list[str]]:
+    """:func:`conversation` as two lists, roles and texts (the reader's fast path)."""
+    if "conversations" in record:
+        columns = _plain_columns(record["conversations"], "from", "value")
+    elif "messages" in record:
+        columns = _plain_columns(record["messages"], "role", "content")
+    else:
+        columns = None
+    if columns is not None:
+        return columns
+    turns = _general_turns(record, key)
+    return [role for role, _ in turns], [text for _, text in turns]
+
+
+def _plain_columns(raw_turns: Any, role_field: str, text_field: str) -> tuple[list[str], list[str]] | None:
+    """Roles and texts of a valid conversation in the usual layout, in a few C-level passes; None
+    for anything else (content parts, other spellings, any problem), which the general path handles
+    and reports."""
+    if type(raw_turns) is not list or not raw_turns:
+        return None
+    try:
+        roles = [ROLE_ALIASES[turn[role_field]] for turn in raw_turns]
+        texts = [turn[text_field] for turn in raw_turns]
+    except (KeyError, TypeError):
+        return None
+    if set(map(type, texts)) != {str}:
+        return None
+    dialogue_roles, dialogue_texts = roles, texts
+    if "system" in roles:
+        dialogue_roles = [r for r in roles if r != "system"]
+        dialogue_texts = [t for r, t in zip(roles, texts) if r != "system"]
+    if (len(dialogue_roles) < 2 or set(dialogue_roles[0::2]) != {"user"} or set(dialogue_roles[1::2]) != {"assistant"}
+            or not all(map(str.strip, dialogue_texts))):
+        return None
+    return roles, texts
+
+
+def _general_turns(record: dict[str, Any], key: str) -> list[tuple[str, str]]:
     if "conversations" in record:
         turns = _role_turns(record["conversations"], "conversations", "from", "value", key)
     elif "messages" in record:

@@ -13,18 +13,34 @@ import gzip
 import json
 import lzma
 import os
+import re
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 from ..errors import DataFormatError
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover
-    orjson = None
+
+
+class _FloatWatch:
+    """A JSON decoder that notes whether the record it read had a float, NaN or Infinity: those are
+    the values another JSON library could write differently when the record's hash is computed."""
+
+    def __init__(self):
+        self.seen = False
+        constants = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+        def on_float(text: str) -> float:
+            self.seen = True
+            return float(text)
+
+        def on_constant(name: str) -> float:
+            self.seen = True
+            return constants[name]
+
+        self.decoder = json.JSONDecoder(parse_float=on_float, parse_constant=on_constant)
 
 CHUNK_BYTES = 1 << 24
-_WHITESPACE = " \t\n\r"
+_SKIP_WS = re.compile(r"[ \t\n\r]*").match
 _BOM = "\ufeff"
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 # The end of a chunk can cut a record; a parse error this close to the end asks for more text.
@@ -89,10 +105,11 @@ def _not_utf8(path: Path, line: int, err: UnicodeDecodeError) -> DataFormatError
     return DataFormatError(f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start} of the line); save the file as UTF-8")
 
 
-def scan_jsonl(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, Any, bytes | None]]:
-    """``(start, end, record, text)`` per non-blank line. Lines end at ``\\n`` only: U+2028, U+2029
-    and U+0085 are ordinary characters inside JSON strings. ``text`` is the line when orjson parsed
-    it (the reader re-parses it with json when orjson's numbers could differ), else None."""
+def scan_jsonl(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, Any, bool]]:
+    """``(start, end, record, has_float)`` per non-blank line. Lines end at ``\\n`` only: U+2028,
+    U+2029 and U+0085 are ordinary characters inside JSON strings."""
+    watch = _FloatWatch()
+    decode = watch.decoder.decode
     offset = 0
     line_number = 0
     pending = b""
@@ -118,14 +135,9 @@ def scan_jsonl(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, Any, b
             if not stripped:
                 continue
             lead = len(line) - len(line.lstrip())
-            if orjson is not None:
-                try:
-                    yield start + lead, start + lead + len(stripped), orjson.loads(stripped), stripped
-                    continue
-                except orjson.JSONDecodeError:
-                    pass  # json decides: it reads NaN, and words its errors as the rest of mmselect
+            watch.seen = False
             try:
-                record = json.loads(stripped)
+                record = decode(stripped.decode("utf-8"))
             except json.JSONDecodeError as err:
                 if err.msg == "Extra data":
                     raise _position(path, line_number, lead + err.colno, "extra data after the record on this line") from None
@@ -134,7 +146,7 @@ def scan_jsonl(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, Any, b
                 raise _not_utf8(path, line_number, err) from None
             except RecursionError:
                 raise _too_deep(path, line_number, lead + 1) from None
-            yield start + lead, start + lead + len(stripped), record, None
+            yield start + lead, start + lead + len(stripped), record, watch.seen
         if not chunk:
             return
 
@@ -207,17 +219,16 @@ class _TextWindow:
 
     def skip_ws(self, pos: int) -> int:
         while True:
-            text = self.text
-            while pos < len(text) and text[pos] in _WHITESPACE:
-                pos += 1
-            if pos < len(text) or not self.fill():
+            pos = _SKIP_WS(self.text, pos).end()
+            if pos < len(self.text) or not self.fill():
                 return pos
 
 
-def scan_json_array(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, Any, None]]:
-    """``(start, end, record, None)`` per element of the file's top-level JSON list."""
+def scan_json_array(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, Any, bool]]:
+    """``(start, end, record, has_float)`` per element of the file's top-level JSON list."""
     window = _TextWindow(path, stream)
-    decoder = json.JSONDecoder()
+    watch = _FloatWatch()
+    decoder = watch.decoder
     pos = window.skip_ws(0)
     if pos >= len(window.text) or window.text[pos] != "[":
         raise window.error(pos, "expected a list of records ('[' ...)")
@@ -227,6 +238,7 @@ def scan_json_array(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, A
         return
     while True:
         while True:
+            watch.seen = False
             try:
                 record, end = decoder.raw_decode(window.text, pos)
             except json.JSONDecodeError as err:
@@ -239,7 +251,7 @@ def scan_json_array(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, A
             if end >= len(window.text) and window.fill():
                 continue  # a number or literal may go on in the next chunk
             break
-        yield window.byte_offset(pos), window.byte_offset(end), record, None
+        yield window.byte_offset(pos), window.byte_offset(end), record, watch.seen
         pos = window.skip_ws(end)
         if pos >= len(window.text):
             raise window.error(pos, "unexpected end of file, expected ',' or ']'")
