@@ -130,7 +130,7 @@ def test_task_field_that_no_record_has_is_an_error(tmp_path):
     assert [s.task for s in read_dataset(path, task_field="source").samples] == ["x"]
 
 
-def test_strict_checks_images_fully_at_read_time(tmp_path, image_dir):
+def test_strict_verifies_image_files_at_read_time(tmp_path, image_dir):
     whole = (image_dir / "coco" / "0.png").read_bytes()
     (image_dir / "coco" / "truncated.png").write_bytes(whole[: len(whole) // 2])
     records = [{"id": "ok", "image": "coco/0.png", "conversations": _conv()},

@@ -162,9 +162,11 @@ def exists(ref: str) -> bool:
     return os.path.isfile(ref)
 
 
-def check_image(ref: str, relative: str, key: str, *, verify: bool = False, max_pixels: int | None = None) -> None:
+def check_image(ref: str, relative: str, key: str, *, verify: str | bool = False, max_pixels: int | None = None) -> None:
     """Raise :class:`RecordError` (naming ``relative``) if the image is missing, has no readable
-    header, declares more than ``max_pixels`` pixels, or (``verify``) does not decode in full."""
+    header, declares more than ``max_pixels`` pixels, or fails ``verify``: ``"structure"`` reads the
+    whole file and checks its structure without decoding pixels (PIL's ``verify``: PNG chunks and
+    checksums, truncation), ``"decode"`` (or True) decodes it in full."""
     if not exists(ref):
         raise RecordError(key, f"image not found: {relative}")
     try:
@@ -176,7 +178,7 @@ def check_image(ref: str, relative: str, key: str, *, verify: bool = False, max_
         raise RecordError(key, f"unreadable image {relative}: {_error_text(err, ref, relative)}") from None
 
 
-def check_image_bytes(data: bytes, name: str, key: str, *, verify: bool = False, max_pixels: int | None = None) -> None:
+def check_image_bytes(data: bytes, name: str, key: str, *, verify: str | bool = False, max_pixels: int | None = None) -> None:
     """:func:`check_image` for an image held as bytes (embedded in a row)."""
     try:
         _check_header(io.BytesIO(data), name, key, verify, max_image_pixels(max_pixels))
@@ -187,14 +189,16 @@ def check_image_bytes(data: bytes, name: str, key: str, *, verify: bool = False,
         raise RecordError(key, f"unreadable image {name}: {type(err).__name__}: {message}") from None
 
 
-def _check_header(handle: IO[bytes], relative: str, key: str, verify: bool, limit: int) -> None:
+def _check_header(handle: IO[bytes], relative: str, key: str, verify: str | bool, limit: int) -> None:
     with Image.open(handle) as image:
         width, height = image.size
         if width <= 0 or height <= 0:
             raise OSError("empty image")
         if width * height > limit:
             raise RecordError(key, _too_large(relative, width, height, limit))
-        if verify:
+        if verify == "structure":
+            image.verify()
+        elif verify:
             image.load()
 
 

@@ -440,7 +440,7 @@ class _Reader:
             item.blobs = None
 
     def _check_one(self, item: _Checked, ref: str, relative: str, blob: bytes | None) -> str | None:
-        verify = self.verify_images or self.strict
+        verify = "decode" if self.verify_images else ("structure" if self.strict else False)
         try:
             if blob is not None:
                 check_image_bytes(blob, relative, item.key, verify=verify, max_pixels=self.max_pixels)
@@ -524,12 +524,15 @@ def read_dataset(
 
     Records that cannot be used (missing, corrupt, oversized or escaping image, malformed
     conversation, unknown role) are collected in ``Dataset.rejected`` with a reason; with
-    ``strict=True`` the first one raises :class:`RecordError` instead, and images are then also
-    verified at read time. Image checks (existence, header, pixel count at most
-    ``max_image_pixels``, default 40 MP or ``$MMSELECT_MAX_IMAGE_PIXELS``; real path inside a local
-    ``image_root``) run on ``image_workers`` threads. ``verify_images=True`` decodes every image
-    fully (slower). ``task_field`` must be a field some record has; ``task_preset`` names a task
-    preset of :mod:`mmselect.data.tasks` used for records without ``task_field``.
+    ``strict=True`` the first one raises :class:`RecordError` instead, and every image file is also
+    read whole and its structure verified (truncation, PNG checksums) at read time, so a strict run
+    stops here rather than hours into extraction. Image checks (existence, header, pixel count at
+    most ``max_image_pixels``, default 40 MP or ``$MMSELECT_MAX_IMAGE_PIXELS``; real path inside a
+    local ``image_root``) run on ``image_workers`` threads. ``verify_images=True`` decodes every
+    image fully (slower). ``task_field`` must be a field some record has; ``task_preset`` names a
+    task preset of :mod:`mmselect.data.tasks` used for records without ``task_field``; ``split``
+    picks the split of a ``DatasetDict`` folder or hub dataset; ``progress`` (default: when stderr
+    is a terminal) shows a records counter.
     """
     text_path = Path(path)
     resolver = ImageResolver(image_root)
