@@ -57,16 +57,27 @@ def synthetic_record(index: int, rng: random.Random, short: bool = False) -> dic
     return record
 
 
-def generate(path: Path, n: int, jsonl: bool) -> None:
+def generate(path: Path, n: int, jsonl: bool, pool_size: int = 20_000) -> None:
+    """Records drawn from a pool of ``pool_size`` conversations, each with its own id and image
+    file (so every record, and its content hash, is distinct); fast enough for 10M lines."""
     if path.exists():
         return
     rng = random.Random(0)
+    pool = []
+    for index in range(pool_size):
+        record = synthetic_record(index, rng, short=jsonl)
+        record.pop("id")
+        image = record.pop("image", None)
+        body = json.dumps(record, ensure_ascii=False)[1:]
+        pool.append((image.rsplit("/", 1)[0] if image else None, body))
     tmp = path.with_suffix(".partial")
     with tmp.open("w", encoding="utf-8") as handle:
         if not jsonl:
             handle.write("[\n")
         for index in range(n):
-            text = json.dumps(synthetic_record(index, rng, short=jsonl), ensure_ascii=False)
+            folder, body = pool[rng.randrange(pool_size)]
+            image = f'"image": "{folder}/{rng.randrange(10**9):012d}.jpg", ' if folder else ""
+            text = f'{{"id": "{index:09d}", {image}{body}'
             if jsonl:
                 handle.write(text + "\n")
             else:

@@ -227,3 +227,18 @@ def test_image_checks_run_on_many_threads(tmp_path, image_dir, monkeypatch):
     assert len(ds.samples) == 64
     assert threading.get_ident() not in seen and 1 <= len(seen) <= 4
     assert os.cpu_count()  # the default pool size derives from it
+
+
+def test_samples_travel_to_worker_processes_without_the_dataset(tmp_path, image_dir):
+    import pickle
+
+    records = [{"id": str(i), "image": f"coco/{i % 3}.png", "conversations": _conv()} for i in range(3000)]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(records))
+    ds = read_dataset(path, image_root=image_dir)
+    sample = ds.samples[2999]
+    payload = pickle.dumps(sample)
+    assert len(payload) < 2000  # the sample, its file and image root: not the dataset's columns
+    copy = pickle.loads(payload)
+    assert (copy.key, copy.position, copy.task, copy.record, copy.turns, copy.image_paths) == (
+        sample.key, 2999, "coco", records[2999], sample.turns, [str(image_dir.resolve() / "coco" / "0.png")])

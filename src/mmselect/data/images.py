@@ -29,8 +29,8 @@ MAX_PIXELS_ENV = "MMSELECT_MAX_IMAGE_PIXELS"
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 ARCHIVE_SUFFIXES = {".zip": "zip", ".tar": "tar", ".tgz": "tar", ".tar.gz": "tar", ".tar.bz2": "tar", ".tar.xz": "tar"}
 
-# Prefixes of the image roots in use, so that messages name images relative to their root.
-_ROOTS: dict[str, str] = {}
+# Image roots in use (reference prefix -> suffix), so that messages name images relative to their root.
+_ROOTS: set[tuple[str, str]] = set()
 
 
 def max_image_pixels(value: int | None = None) -> int:
@@ -52,9 +52,9 @@ def is_url(text: str) -> bool:
 
 def describe(ref: str) -> str:
     """``ref`` relative to the image root it lies under (as the record wrote it), else as is."""
-    for prefix, _ in sorted(_ROOTS.items(), key=lambda item: -len(item[0])):
-        if ref.startswith(prefix):
-            return ref[len(prefix):]
+    for prefix, suffix in sorted(_ROOTS, key=lambda item: -len(item[0]) - len(item[1])):
+        if ref.startswith(prefix) and ref.endswith(suffix):
+            return ref[len(prefix):len(ref) - len(suffix)]
     if ref.startswith("row://"):
         from .rows import describe_row_image
 
@@ -98,9 +98,16 @@ class ImageResolver:
                 raise DataFormatError(f"image root {local} is not a directory")
             self.local_root = local.resolve()
             self.real_root = os.path.realpath(local)
-            _ROOTS[str(self.local_root) + os.sep] = str(self.local_root)
+            _ROOTS.add((str(self.local_root) + os.sep, ""))
             return
-        _ROOTS[self.url_prefix] = self.url_prefix
+        _ROOTS.add((self.url_prefix, self.url_suffix))
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)  # in a worker process: messages name images relative to the root there too
+        if self.local_root is not None:
+            _ROOTS.add((str(self.local_root) + os.sep, ""))
+        elif self.url_prefix is not None:
+            _ROOTS.add((self.url_prefix, self.url_suffix))
 
     def resolve(self, relative: str, key: str) -> str:
         """The reference of image ``relative``; a path leaving the root (lexically) is refused."""
