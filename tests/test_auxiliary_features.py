@@ -24,7 +24,7 @@ def test_clip_score_extraction_and_selection(tmp_path, small_data, mini_images):
     from mmselect.models.tiny_clip import build_tiny_clip
 
     feats = pipeline.extract(small_data, out=tmp_path / "f", model="tiny-llava", features=["clip_score"],
-                             image_root=mini_images, clip_model="tiny-clip", progress=False)
+                             image_root=mini_images, feature_params={"clip_score": {"model": "tiny-clip"}}, progress=False)
     scores = feats.column("clip_score")
     has_image = feats.column("n_images") > 0
     assert np.isnan(scores[~has_image]).all() and np.isfinite(scores[has_image]).all()

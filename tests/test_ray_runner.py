@@ -59,6 +59,18 @@ def test_ray_workers_give_the_local_features_and_resume(ray_session, tiny_llava,
     assert len(after) == 5 and all(after[name] == mtime for name, mtime in kept.items())
 
 
+def test_a_second_model_pass_runs_on_the_workers_too(ray_session, tiny_llava, some_samples, tmp_path):
+    """CLIP score is a pass of its own, with its own model: the Ray workers load it and compute it."""
+    options = dict(batch_size=4, shard_size=4, progress=False, feature_params={"clip_score": {"model": "tiny-clip"}})
+    samples = some_samples[:12]
+    local, _ = extract_features(samples, tiny_llava, ["clip_score"], cache_dir=tmp_path / "local", **options)
+    remote, _ = extract_features(samples, tiny_llava, ["clip_score"], cache_dir=tmp_path / "ray", runner=ray_session, **options)
+    assert list(local.keys) == list(remote.keys)
+    assert np.allclose(local.column("clip_score"), remote.column("clip_score"), rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert np.isfinite(remote.column("clip_score")).any()
+    assert len(list((tmp_path / "ray").glob("aux-*/*.done"))) == 3
+
+
 def test_a_worker_refuses_a_model_that_differs_from_the_drivers(tiny_llava, some_samples):
     work = ShardWork(Extractor(tiny_llava, make_features(["answer_nll"])), ["answer_nll"], None)
     shipped = copy.deepcopy(work)  # what a worker receives: no model
