@@ -241,4 +241,4 @@ def test_samples_travel_to_worker_processes_without_the_dataset(tmp_path, image_
     assert len(payload) < 2000  # the sample, its file and image root: not the dataset's columns
     copy = pickle.loads(payload)
     assert (copy.key, copy.position, copy.task, copy.record, copy.turns, copy.image_paths) == (
-        sample.key, 2999, "coco", records[2999], sample.turns, [str(image_dir.resolve() / "coco" / "0.png")])
+        sample.key, 2999, "coco", records[2999], sample.turns, [str(image_dir.resolve() / "coco" / "2.png")])
