@@ -150,7 +150,7 @@ def generate(workdir: Path, n: int, width: int, layers: int, seed: int, workers:
 # ----------------------------------------------------------------------------------------------
 def _instrument(sampler: Monitor) -> None:
     """Close a stage when each of COINCIDE's internal steps returns."""
-    from mmselect.methods import coincide as module
+    from mmselect.methods.coincide import method as module
 
     def wrap(name, label):
         inner = getattr(module, name)

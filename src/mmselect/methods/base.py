@@ -109,7 +109,8 @@ class SelectionMethod:
     @classmethod
     def param_defaults(cls) -> dict[str, Any]:
         parameters = inspect.signature(cls.__init__).parameters
-        return {name: parameters[name].default for name in cls.param_names()}
+        empty = inspect.Parameter.empty
+        return {name: (None if parameters[name].default is empty else parameters[name].default) for name in cls.param_names()}
 
     @classmethod
     def describe_params(cls) -> list[tuple[str, Any, str, str]]:
@@ -126,9 +127,10 @@ class SelectionMethod:
     def check_params(self) -> None:
         """Refuse parameter values outside their declared constraints (:class:`ConfigError`)."""
         label = self.name or type(self).__name__
-        for name, value in self.get_params().items():
-            param = self._parameter_constraints.get(name)
-            if param is not None and not param.accepts(value):
+        missing = object()
+        for name, param in self._parameter_constraints.items():
+            value = getattr(self, name, missing)
+            if value is not missing and not param.accepts(value):
                 raise ConfigError(
                     f"method {label!r}: parameter {name}={value!r} is not allowed; {name} must be {param.describe()}"
                 )
