@@ -6,6 +6,7 @@ Examples::
     mmselect extract data.json --image-root images/ --model qwen2-vl-2b --features spectrum,last_token --out feats/
     mmselect select --features feats/ --method datatailor --budget 5000 --out out/ --data data.json
     mmselect methods
+    mmselect features
     mmselect models
 """
 
@@ -260,7 +261,7 @@ def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also li
     table.add_column("what it does")
     if verbose:
         table.add_column("parameters (defaults)")
-        table.add_column("extract options")
+        table.add_column("features")
     for name, summary in list_methods().items():
         row = [name, summary]
         if verbose:
