@@ -16,6 +16,8 @@ import json
 import os
 import re
 import threading
+from bisect import bisect_right
+from itertools import accumulate
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
@@ -62,7 +64,7 @@ class _File:
             self.parquet = pq.ParquetFile(path)
             self.schema = self.parquet.schema_arrow
             sizes = [self.parquet.metadata.row_group(i).num_rows for i in range(self.parquet.num_row_groups)]
-            self.group_starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            self.group_starts = list(accumulate([0] + sizes[:-1])) if sizes else []
             self.n_rows = sum(sizes)
         else:
             table = self._arrow_table()
@@ -91,7 +93,7 @@ class _File:
     def _row_table(self, row: int) -> pa.Table:
         if self.kind != "parquet":
             return self._arrow_table().slice(row, 1)
-        group = max(i for i, start in enumerate(self.group_starts) if start <= row)
+        group = bisect_right(self.group_starts, row) - 1
         table = self._groups.get(group)
         if table is None:
             table = self._groups[group] = self.parquet.read_row_group(group)
@@ -195,7 +197,7 @@ class RowSource:
                 starts.append(total)
                 total += _file(path, self.kind).n_rows
             self._starts = starts
-        index = max(i for i, start in enumerate(self._starts) if start <= position)
+        index = bisect_right(self._starts, position) - 1
         return _file(self.file_paths[index], self.kind), position - self._starts[index]
 
     def scan(self) -> Iterator[tuple[int, dict[str, Any], int, RowImages]]:
