@@ -7,7 +7,14 @@ import pytest
 from mmselect.errors import BudgetError, ConfigError
 from mmselect.features.store import FeatureSet
 from mmselect.methods import get_method, list_methods, method_class, register_method
-from mmselect.methods.base import SelectionMethod, SelectionResult, top_k_mask
+from mmselect.methods.base import (
+    Choice,
+    Interval,
+    Param,
+    SelectionMethod,
+    SelectionResult,
+    top_k_mask,
+)
 
 
 @pytest.mark.parametrize(
@@ -144,3 +151,31 @@ def test_fitted_methods_sweep_budgets_like_fresh_selections(name, params):
             assert np.array_equal(swept.values[key], fresh.values[key], equal_nan=True)
         if fresh.order is not None:
             assert np.array_equal(swept.order, fresh.order)
+
+
+def test_subclasses_are_checked_once_with_their_own_parameters():
+    checks = []
+
+    class Base(SelectionMethod):
+        _parameter_constraints = {"a": Param("a", Interval(int, 0, None))}
+
+        def __init__(self, *, a: int = 1):
+            self.a = a
+
+        def check_params(self):
+            checks.append(type(self).__name__)
+            super().check_params()
+
+    class Derived(Base):
+        _parameter_constraints = {**Base._parameter_constraints, "b": Param("b", Choice("x", "y"))}
+
+        def __init__(self, *, a: int = 1, b: str = "x"):
+            super().__init__(a=a)
+            self.b = b
+
+    Derived(b="y")
+    assert checks == ["Derived"] and Derived.param_names() == ["a", "b"]
+    with pytest.raises(ConfigError, match="b='z'"):
+        Derived(b="z")
+    with pytest.raises(ConfigError, match="a=-1"):
+        Base(a=-1)

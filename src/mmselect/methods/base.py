@@ -87,16 +87,7 @@ class SelectionMethod:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "__init__" in cls.__dict__:
-            init = cls.__dict__["__init__"]
-
-            @functools.wraps(init)
-            def checked_init(self, *args, __init=init, __cls=cls, **params):
-                __init(self, *args, **params)
-                # once, after the most derived __init__ has run
-                if next(c for c in type(self).__mro__ if "__init__" in c.__dict__).__init__ is checked_init:
-                    self.check_params()
-
-            cls.__init__ = checked_init
+            cls.__init__ = _checking_params(cls.__dict__["__init__"])
 
     # --- parameters (scikit-learn style) ------------------------------------------------------
     @classmethod
@@ -209,6 +200,20 @@ class SelectionMethod:
 
     def _select(self, features: FeatureSet, k: int) -> SelectionResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _checking_params(init):
+    """``init`` followed by :meth:`SelectionMethod.check_params`, run once: by the ``__init__`` of
+    the most derived class, after its own parameters are stored."""
+
+    @functools.wraps(init)
+    def checked_init(self, *args, **params):
+        init(self, *args, **params)
+        own_init = next(c.__dict__["__init__"] for c in type(self).__mro__ if "__init__" in c.__dict__)
+        if own_init is checked_init:
+            self.check_params()
+
+    return checked_init
 
 
 def top_k_mask(scores: np.ndarray, k: int, tie_break: np.ndarray | None = None) -> np.ndarray:
