@@ -179,3 +179,10 @@ def test_subclasses_are_checked_once_with_their_own_parameters():
         Derived(b="z")
     with pytest.raises(ConfigError, match="a=-1"):
         Base(a=-1)
+
+
+def test_an_impossible_budget_fails_before_the_fit(monkeypatch):
+    method = get_method("length")
+    monkeypatch.setattr(method, "fit", lambda features: pytest.fail("fit ran"))
+    with pytest.raises(BudgetError, match="exceeds"):
+        method.select(FeatureSet.from_arrays(n=5, columns={"n_tokens": np.arange(5)}), 6)

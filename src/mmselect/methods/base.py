@@ -163,6 +163,7 @@ class SelectionMethod:
 
         The same as ``fit(features).select_budget(budget)``."""
         budget = Budget.parse(budget)
+        budget.resolve(features.n)  # a budget larger than the data fails before any work
         return self.fit(features).select_budget(budget)
 
     def fit(self, features: FeatureSet) -> "SelectionMethod":
