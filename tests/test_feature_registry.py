@@ -232,3 +232,18 @@ def test_user_scores_feature_during_extraction(tmp_path, mini_data, mini_images)
                           feature_params={"user-scores": {"path": str(scores)}}, progress=False)
     assert fs.n == 6 and fs.column("score_ocr").tolist() == [i / 2 for i in range(6)]
     assert [list(s) for s in fs.column("styles")] == [["x"]] * 6
+
+
+def test_cli_run_takes_feature_params_too(tmp_path, mini_data, mini_images):
+    records = json.loads(mini_data.read_text())[:12]
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps(records))
+    args = ["run", str(data), "--image-root", str(mini_images), "--model", "tiny-llava", "--method", "coincide",
+            "-p", "n_clusters=2", "--budget", "4", "--no-progress"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "o"), "--feature-param", "coincide.layers=[0,1]"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "o" / "features" / "manifest.json").read_text())
+    assert manifest["extraction"]["features"]["coincide"]["params"] == {"layers": [0, 1]}
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["counts"]["selected"] == 4
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad"), "--feature-param", "coincide=1"])
+    assert bad.exit_code == 2 and "NAME.KEY=VALUE" in bad.output
