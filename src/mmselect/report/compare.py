@@ -61,17 +61,14 @@ def _labels(outputs: list[gather.Output]) -> list[str]:
 
 def _task_table(outputs: list[gather.Output]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Tasks (by number of usable records in the first output), usable and selected counts per output."""
-    tasks = list(dict.fromkeys(t for o in outputs for t in np.unique(o.columns["task"].astype(str)).tolist()))
+    tasks = list(dict.fromkeys(t for o in outputs for t in o.task_names))
     usable = np.zeros((len(tasks), len(outputs)), dtype=int)
     chosen = np.zeros_like(usable)
     index = {t: i for i, t in enumerate(tasks)}
     for j, o in enumerate(outputs):
-        names, counts = np.unique(o.columns["task"].astype(str), return_counts=True)
-        kept_names, kept_counts = np.unique(o.columns["task"].astype(str)[o.selected], return_counts=True)
-        for name, count in zip(names, counts):
-            usable[index[name], j] = count
-        for name, count in zip(kept_names, kept_counts):
-            chosen[index[name], j] = count
+        rows = np.array([index[t] for t in o.task_names], dtype=np.int64)
+        usable[:, j] = np.bincount(rows[o.task_codes], minlength=len(tasks))
+        chosen[:, j] = np.bincount(rows[o.task_codes[o.selected]], minlength=len(tasks))
     order = np.argsort(-usable.max(axis=1), kind="stable")
     return [tasks[i] for i in order], usable[order], chosen[order]
 

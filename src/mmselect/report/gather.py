@@ -10,11 +10,13 @@ import base64
 import io
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..data.readers import Dataset, read_dataset
@@ -37,14 +39,43 @@ class ReportError(MMSelectError):
     """An output directory cannot be reported on."""
 
 
+class Columns(Mapping):
+    """Columns of a parquet table as numpy arrays, converted when first read (string columns of
+    665k rows take a while, and most pages need only a few rows of them)."""
+
+    def __init__(self, table: pa.Table):
+        self.table = table
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            if name not in self.table.column_names:
+                raise KeyError(name)
+            self._arrays[name] = self.table.column(name).to_numpy(zero_copy_only=False)
+        return self._arrays[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table.column_names)
+
+    def __len__(self) -> int:
+        return self.table.num_columns
+
+
 @dataclass
 class Output:
     """One output directory: its manifest, the selection table's columns, its rejected records."""
 
     path: Path
     manifest: dict[str, Any]
-    columns: dict[str, np.ndarray]
+    columns: Columns
     rejected: list[dict[str, Any]]
+    task_names: list[str] = field(default_factory=list)
+    task_codes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def __post_init__(self):
+        encoded = self.columns.table.column("task").combine_chunks().cast(pa.string()).dictionary_encode()
+        self.task_names = [str(t) for t in encoded.dictionary.to_pylist()]
+        self.task_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
 
     @property
     def n(self) -> int:
@@ -64,13 +95,12 @@ class Output:
 
     def value_columns(self) -> list[str]:
         """``score`` and the method's numeric columns (DataTailor's informativeness, ...)."""
-        names = []
-        for name, values in self.columns.items():
-            if name in BOOKKEEPING_COLUMNS or name == "cluster":
-                continue
-            if values.dtype.kind == "f" or (values.dtype.kind in "iu" and name == "score"):
-                names.append(name)
-        return ["score"] + [n for n in names if n != "score"]
+        schema = self.columns.table.schema
+        names = [
+            f.name for f in schema
+            if f.name not in BOOKKEEPING_COLUMNS and f.name not in ("cluster", "score") and pa.types.is_floating(f.type)
+        ]
+        return ["score"] + names
 
 
 def load_output(out_dir: str | Path) -> Output:
@@ -91,8 +121,7 @@ def load_output(out_dir: str | Path) -> Output:
     missing = [c for c in ("key", "task", "selected", "score") if c not in table.column_names]
     if missing:
         raise ReportError(f"{selection_path} lacks the column(s) {', '.join(missing)}; rerun the selection")
-    columns = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
-    return Output(path, manifest, columns, read_rejected(path))
+    return Output(path, manifest, Columns(table), read_rejected(path))
 
 
 # --- records --------------------------------------------------------------------------------------
@@ -141,8 +170,9 @@ def find_records(
     except MMSelectError as err:
         return Records(None, f"dataset {path} could not be read: {err}")
     note = None if root or not root_recorded else f"image root {root_recorded} not found: no thumbnails"
-    keys = set(output.columns["key"][: min(output.n, 1000)].tolist())
-    if keys and not keys & set(loaded.by_key()):
+    index = loaded.by_key()
+    keys = output.columns["key"][: min(output.n, 1000)].tolist()
+    if keys and not any(k in index for k in keys):
         return Records(None, f"{path} is not the dataset of this selection (no key matches); pass --data")
     return Records(loaded, note)
 
@@ -167,19 +197,58 @@ def _feature_dir(output: Output) -> Path | None:
     return None
 
 
-def load_features(output: Output, features: Any = None):
-    """A FeatureSet: the one given (object or directory), else the manifest's features directory."""
-    from ..features.store import FeatureSet
+class FeatureView:
+    """What a report reads of a features directory (docs/features-format.md): single columns of
+    ``samples.parquet`` and memory-mapped ``.npy`` arrays, each only when asked for."""
 
-    if isinstance(features, FeatureSet):
-        return features
+    def __init__(self, root: Path):
+        self.root = root
+        self._schema = pq.read_schema(root / "samples.parquet")
+        self._rows = pq.ParquetFile(root / "samples.parquet").metadata.num_rows
+        self._columns: dict[str, np.ndarray] = {}
+        manifest_path = root / MANIFEST_FILE
+        try:
+            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+        except json.JSONDecodeError:
+            self.manifest = {}
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.column("key")
+
+    def has_column(self, name: str) -> bool:
+        return name in self._schema.names
+
+    def column(self, name: str) -> np.ndarray:
+        if name not in self._columns:
+            table = pq.read_table(self.root / "samples.parquet", columns=[name])
+            self._columns[name] = table.column(name).to_numpy(zero_copy_only=False)
+        return self._columns[name]
+
+    @property
+    def array_names(self) -> list[str]:
+        names = []
+        for path in sorted(self.root.glob("*.npy")):
+            try:
+                values = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError):
+                continue
+            if values.ndim == 2 and values.shape[0] == self._rows:
+                names.append(path.stem)
+        return names
+
+    def array(self, name: str) -> np.ndarray:
+        return np.load(self.root / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+
+def load_features(output: Output, features: Any = None):
+    """The features given (a FeatureSet, or a directory), else the manifest's features directory."""
+    if features is not None and not isinstance(features, (str, Path)):
+        return features  # a FeatureSet in memory
     directory = Path(features) if features is not None else _feature_dir(output)
     if directory is None or not (directory / "samples.parquet").is_file():
         return None
-    try:
-        return FeatureSet.load(directory)
-    except MMSelectError:
-        return None
+    return FeatureView(directory)
 
 
 # --- summaries ------------------------------------------------------------------------------------
@@ -214,8 +283,8 @@ class Composition:
     after: list[int]
 
 
-def task_composition(tasks: np.ndarray, selected: np.ndarray, limit: int = 30) -> Composition:
-    names, inverse = np.unique(tasks.astype(str), return_inverse=True)
+def task_composition(output: Output, limit: int = 30) -> Composition:
+    names, inverse, selected = output.task_names, output.task_codes, output.selected
     before = np.bincount(inverse, minlength=len(names))
     after = np.bincount(inverse[selected], minlength=len(names))
     order = np.argsort(-before, kind="stable")
@@ -264,13 +333,13 @@ def record_attributes(output: Output, featureset, records: Records) -> dict[str,
     """rounds / n_images / n_text_chars per row of the selection table, from the features or the records."""
     keys = output.columns["key"]
     if featureset is not None and all(featureset.has_column(c) for c in COMPOSITION_EDGES):
-        feature_keys = np.asarray(featureset.keys).astype(str)
-        if len(feature_keys) == len(keys) and np.array_equal(feature_keys, keys.astype(str)):
+        feature_keys = np.asarray(featureset.keys, dtype=object)
+        if len(feature_keys) == len(keys) and np.array_equal(feature_keys, keys):
             return {c: np.asarray(featureset.column(c)) for c in COMPOSITION_EDGES}
         order = np.argsort(feature_keys)
-        where = np.searchsorted(feature_keys[order], keys.astype(str))
+        where = np.searchsorted(feature_keys[order], keys)
         where = np.clip(where, 0, len(order) - 1)
-        if np.array_equal(feature_keys[order][where], keys.astype(str)):
+        if np.array_equal(feature_keys[order][where], keys):
             return {c: np.asarray(featureset.column(c))[order][where] for c in COMPOSITION_EDGES}
     if records.dataset is not None:
         by_key = records.by_key()
@@ -324,15 +393,11 @@ def cluster_summary(output: Output, top: int = 15) -> dict[str, Any] | None:
     names, inverse = np.unique(clusters[valid], return_inverse=True)
     sizes = np.bincount(inverse)
     kept = np.bincount(inverse, weights=output.selected[valid].astype(np.float64)).astype(int)
-    tasks = output.columns["task"][valid]
+    tasks = output.task_codes[valid]
     order = np.argsort(-sizes, kind="stable")[:top]
-    first_row = {}
-    for row, cluster_index in enumerate(inverse):
-        first_row.setdefault(cluster_index, row)
-        if len(first_row) == len(names):
-            break
+    _, first_row = np.unique(inverse, return_index=True)
     largest = [
-        {"cluster": int(names[i]), "task": str(tasks[first_row[i]]), "records": int(sizes[i]), "selected": int(kept[i])}
+        {"cluster": int(names[i]), "task": output.task_names[tasks[first_row[i]]], "records": int(sizes[i]), "selected": int(kept[i])}
         for i in order
     ]
     size_counts = np.bincount(sizes)
@@ -537,8 +602,8 @@ def projection(output: Output, featureset, points: int = MAP_POINTS, seed: int =
     names = featureset.array_names
     name = next((n for n in MAP_ARRAYS if n in names), names[0])
     matrix = featureset.array(name)
-    feature_keys = np.asarray(featureset.keys).astype(str)
-    keys = output.columns["key"].astype(str)
+    feature_keys = np.asarray(featureset.keys, dtype=object)
+    keys = output.columns["key"]
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(keys), size=min(points, len(keys)), replace=False))
     if len(feature_keys) == len(keys) and np.array_equal(feature_keys, keys):

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from .gather import reason_group
+
 REPORT_FILE = "report.md"
 
 
@@ -51,10 +53,10 @@ def write_report(
     if (~selected).any():
         lines.append(f"- not selected: {_quantiles(scores[~selected])}")
     if rejected:
-        reasons = Counter(r.get("reason", "").split(":")[0] for r in rejected)
+        reasons = Counter(reason_group(r.get("reason", "")) for r in rejected)
         lines += ["", "## Rejected records", "", "| reason | count |", "|---|---:|"]
         lines += [f"| {reason} | {count} |" for reason, count in reasons.most_common()]
-        lines += ["", "Every rejected record is listed with its key in `rejected.jsonl`."]
+        lines += ["", "Every rejected record is listed with its key and full reason in `rejected.jsonl`."]
     if info:
         lines += ["", "## Method diagnostics", "", "```"]
         for key, value in info.items():

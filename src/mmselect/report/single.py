@@ -74,7 +74,7 @@ def _rejected_section(output: gather.Output, records: gather.Records) -> list[st
 def _composition_section(output: gather.Output, attributes: dict[str, np.ndarray]) -> list[str]:
     selected = output.selected
     n_before, n_after = max(int(len(selected)), 1), max(int(selected.sum()), 1)
-    comps = [gather.task_composition(output.columns["task"], selected)]
+    comps = [gather.task_composition(output)]
     for name, (title, edges) in gather.COMPOSITION_EDGES.items():
         if name in attributes:
             comps.append(gather.binned_composition(title, attributes[name], selected, edges))
