@@ -289,6 +289,7 @@ def features():
     table.add_column("read by", ratio=1)
     for row in rows:
         reads = f"\nreads: {', '.join(row['needs'])}" if row["needs"] else ""
+        reads += f"\nloads the model named by {' and '.join(row['models'])}" if row["models"] else ""
         table.add_row(row["name"], f"{row['summary']}\nwrites: {', '.join(row['writes']) or '-'}{reads}",
                       "\n".join(f"{k}={v['default']!r}: {v['help']}" for k, v in row["options"].items()) or "-",
                       ", ".join(row["methods"]) or "-")

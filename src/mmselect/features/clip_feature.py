@@ -56,6 +56,7 @@ class ClipScoreFeature(Feature):
     summary = "cosine of CLIP image and text embeddings (NaN for text-only records)"
     columns = ("clip_score",)
     needs = ("model",)  # only the samples the main pass kept
+    model_options = ("model",)
     options = {
         "model": FeatureOption(DEFAULT_CLIP_MODEL, f"CLIP checkpoint (hub id or directory; {TINY_CLIP}: offline test model)"),
         "batch_size": FeatureOption(32, "images and texts per CLIP batch"),

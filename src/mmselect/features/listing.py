@@ -33,6 +33,7 @@ def feature_table() -> list[dict[str, Any]]:
             "summary": cls.summary,
             "writes": list(cls.columns) + [f"{a}.npy" for a in cls.arrays],
             "needs": [n for n in cls.needs if n != "model"],
+            "models": [f"{name}.{option}" for option in cls.model_options],
             "options": {key: {"default": option.default, "help": option.help} for key, option in cls.options.items()},
             "methods": readers.get(name, []),
         })

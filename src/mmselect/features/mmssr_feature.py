@@ -55,6 +55,7 @@ class MMSSRScoresFeature(Feature):
     summary = "mmSSR capability scores 0-5 (score_<capability>) and interaction styles, by generation"
     columns = ("score_<capability>", "styles")
     needs = ("model",)
+    model_options = ("scorer", "styler")
     options = {
         "scorer": FeatureOption(None, "scorer model (default: the extraction model); released: mengyaolyu/mmssr-7b-scorer"),
         "styler": FeatureOption(None, "styler model (default: the scorer); released: mengyaolyu/mmssr-7b-styler"),

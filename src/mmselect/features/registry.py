@@ -1,7 +1,7 @@
 """Feature registry: every extract option is a :class:`Feature` registered under its name.
 
 A feature declares what it needs (``"model"``: the main model's pass; other feature names: their
-values must exist first), the columns/arrays it writes, its options (with defaults and a one-line
+values must exist first; ``model_options``: options naming a second model), the columns/arrays it writes, its options (with defaults and a one-line
 meaning), and runs as ``run(samples, context)`` through the context's runner. Built-in features are
 listed lazily (name -> module:attribute), so importing mmselect imports no model code; other
 packages add features with :func:`register_feature` or the ``mmselect.features`` entry-point group.
@@ -52,6 +52,8 @@ class Feature:
     columns: ClassVar[tuple[str, ...]] = ()
     arrays: ClassVar[tuple[str, ...]] = ()
     needs: ClassVar[tuple[str, ...]] = ("model",)
+    #: Options that name a second model this feature loads (through ``context.model``).
+    model_options: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[dict[str, FeatureOption]] = {}
     #: Features with the same (non-empty) pass name run together in one pass (the main model's hooks).
     shared_pass: ClassVar[str | None] = None
