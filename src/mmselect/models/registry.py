@@ -90,9 +90,9 @@ for _preset in [
     # mmSSR's released scorer/styler (LLaVA-OneVision-7B fine-tunes, ChatML). They are published in the
     # original LLaVA-NeXT layout; a checkpoint converted to the transformers layout loads like any other.
     ModelPreset("mmssr-7b-scorer", "mengyaolyu/mmssr-7b-scorer", "llava-onevision", "chatml_image",
-                description="mmSSR capability scorer (for `--features mmssr-scores --scorer-model`)"),
+                description="mmSSR capability scorer (`--feature-param mmssr-scores.scorer=mmssr-7b-scorer`)"),
     ModelPreset("mmssr-7b-styler", "mengyaolyu/mmssr-7b-styler", "llava-onevision", "chatml_image",
-                description="mmSSR interaction-style tagger (for `--styler-model`)"),
+                description="mmSSR interaction-style tagger (`--feature-param mmssr-scores.styler=mmssr-7b-styler`)"),
     ModelPreset("tiny-llava", "tiny-llava", "llava", "vicuna_v1", dtype="float32", tiny=True,
                 description="offline test model, random weights (selections carry no meaning)"),
     ModelPreset("tiny-qwen2-vl", "tiny-qwen2-vl", "qwen2-vl", "qwen2_vl", dtype="float32", tiny=True,
