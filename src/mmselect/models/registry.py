@@ -176,7 +176,7 @@ def _load_processor(source: str, family: str, revision: str | None, trust_remote
         return processor
     # Without torchvision, AutoProcessor silently falls back to a bare tokenizer for Qwen2(.5)-VL and
     # LLaVA-OneVision (their video processors need it); load the image-only processor instead.
-    from .tiny import image_only_llava_onevision_processor, image_only_qwen2_5_vl_processor, image_only_qwen2_vl_processor
+    from .processors import image_only_llava_onevision_processor, image_only_qwen2_5_vl_processor, image_only_qwen2_vl_processor
 
     image_only = {
         "qwen2-vl": image_only_qwen2_vl_processor,
