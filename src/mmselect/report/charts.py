@@ -7,7 +7,7 @@ from html import escape
 import numpy as np
 
 WIDTH = 640
-SERIES_CLASSES = ("s0", "s1", "s2", "s3", "s4", "s5")
+SERIES_CLASSES = ("s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7")
 
 
 def _fmt(value: float) -> str:
@@ -29,14 +29,28 @@ def _svg(name: str, height: int, body: list[str], label: str, width: int = WIDTH
     )
 
 
-def _legend(names: list[str], x: float, y: float, classes: list[str] | None = None) -> list[str]:
+def _legend(names: list[str], x: float, y: float, classes: list[str] | None = None, right: float = WIDTH) -> list[str]:
+    """Swatches and names, wrapped onto more lines (14 px each) when they do not fit before ``right``."""
     classes = classes or list(SERIES_CLASSES)
-    parts = []
+    parts, start = [], x
     for i, name in enumerate(names):
+        step = 24 + 6.2 * len(name)
+        if x > start and x + step > right:
+            x, y = start, y + 14
         parts.append(f'<rect class="{classes[i % len(classes)]}" x="{x:.1f}" y="{y - 9:.1f}" width="10" height="10"/>')
         parts.append(f'<text class="lbl" x="{x + 14:.1f}" y="{y:.1f}">{escape(name)}</text>')
-        x += 24 + 7 * len(name)
+        x += step
     return parts
+
+
+def _legend_lines(names: list[str], x: float, right: float = WIDTH) -> int:
+    lines, position, start = 1, x, x
+    for name in names:
+        step = 24 + 6.2 * len(name)
+        if position > start and position + step > right:
+            lines, position = lines + 1, start
+        position += step
+    return lines
 
 
 def grouped_bars(
@@ -53,8 +67,9 @@ def grouped_bars(
     n_cat, n_series = max(len(categories), 1), max(len(series), 1)
     rotate = n_cat > 8 or max((len(c) for c in categories), default=0) > 10
     bottom = 110 if rotate else 40
-    top, left, right = 28, 52, 12
-    height = 190 + bottom
+    left, right = 52, 12
+    top = 14 + 14 * _legend_lines([s for s, _ in series], left)
+    height = 176 + top + bottom
     plot_h = height - top - bottom
     plot_w = WIDTH - left - right
     peak = max((max(values, default=0) for _, values in series), default=0) or 1
@@ -143,8 +158,9 @@ def heatmap(name: str, labels: list[str], matrix: np.ndarray, label: str) -> str
     n = len(labels)
     longest = min(max((len(t) for t in labels), default=4), 24)
     left, top = 20 + 6.5 * longest, 16 + 4.8 * longest  # room for the row and the slanted column labels
+    width_pad = top
     cell = min(64, (WIDTH - left - 10) / max(n, 1))
-    width = int(left + n * cell + 10)
+    width = int(left + n * cell + width_pad)
     height = int(top + n * cell + 10)
     body = []
     for i, text in enumerate(labels):

@@ -103,7 +103,7 @@ def compare(outs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     all_share = usable[:, 0] / max(usable[:, 0].sum(), 1)
     body.append(figure(charts.grouped_bars(
         "composition-task", tasks, [("all usable", all_share.tolist())] + shares, "Share of each task in each selection",
-        percent=True, classes=["s1"] + [("s0", "s2", "s3", "s4", "s5")[j % 5] for j in range(len(labels))],
+        percent=True, classes=["s1"] + [("s0", "s2", "s3", "s4", "s5", "s6", "s7")[j % 7] for j in range(len(labels))],
     )))
     rows = [[escape(t), int(usable[i, 0])] + [int(v) for v in chosen[i]] for i, t in enumerate(tasks)]
     body.append(table(["task", "usable"] + labels, rows, set(range(1, len(labels) + 2))))

@@ -595,12 +595,24 @@ class Projection:
     explained: tuple[float, float]
 
 
+def _method_arrays(manifest: dict[str, Any]) -> list[str]:
+    """The arrays the run's method reads (its embedding), first to last."""
+    try:
+        from ..methods import get_method
+
+        method = get_method(manifest.get("method"), **(manifest.get("params") or {}))
+        return [need.name for need in method.feature_needs() if need.kind == "array"]
+    except Exception:  # an unknown method or parameters of another version: fall back to the usual names
+        return []
+
+
 def projection(output: Output, featureset, points: int = MAP_POINTS, seed: int = 0) -> Projection | None:
     """First two principal components (scikit-learn's randomized PCA) of a sample of the method's embedding."""
     if featureset is None or not featureset.array_names:
         return None
     names = featureset.array_names
-    name = next((n for n in MAP_ARRAYS if n in names), names[0])
+    preferred = _method_arrays(output.manifest) + list(MAP_ARRAYS)
+    name = next((n for n in preferred if n in names), names[0])
     matrix = featureset.array(name)
     feature_keys = np.asarray(featureset.keys, dtype=object)
     keys = output.columns["key"]

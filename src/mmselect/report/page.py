@@ -14,10 +14,12 @@ SCALAR_ITEMS = 24  # items of a list of scalars written out before it is summari
 STYLE = """
 :root { --bg:#ffffff; --fg:#1d2430; --muted:#5b6675; --line:#d9dee5; --panel:#f5f7fa;
   --kept:#2f6fdf; --dropped:#b5bdc8; --c2:#e07b39; --c3:#3aa675; --c4:#9b59b6; --c5:#c0392b;
+  --c6:#17a2b8; --c7:#8d6e1f;
   --warn-bg:#fff4d6; --warn-fg:#6b4e00; }
 @media (prefers-color-scheme: dark) {
   :root { --bg:#14181f; --fg:#e3e8ef; --muted:#9aa5b4; --line:#2e3642; --panel:#1c222b;
     --kept:#6aa2ff; --dropped:#4d5766; --c2:#f0a060; --c3:#5cc895; --c4:#c08ad8; --c5:#ff7b6b;
+    --c6:#4fd1e0; --c7:#d8b45a;
     --warn-bg:#3a3012; --warn-fg:#f5d98a; }
 }
 * { box-sizing: border-box; }
@@ -47,6 +49,7 @@ svg .lbl { fill:var(--muted); font-size:11px; } svg .cell { fill:var(--fg); font
 svg .grid { stroke:var(--line); stroke-width:1; } svg .axis { stroke:var(--muted); stroke-width:1; }
 svg .s0 { fill:var(--kept); } svg .s1 { fill:var(--dropped); } svg .s2 { fill:var(--c2); }
 svg .s3 { fill:var(--c3); } svg .s4 { fill:var(--c4); } svg .s5 { fill:var(--c5); }
+svg .s6 { fill:var(--c6); } svg .s7 { fill:var(--c7); }
 svg .dot { fill-opacity:.75; }
 .cards { display:grid; grid-template-columns:repeat(auto-fill,minmax(240px,1fr)); gap:12px; }
 .card { background:var(--panel); border:1px solid var(--line); border-radius:8px; padding:10px; font-size:.88em;
@@ -143,7 +146,10 @@ def render_value(value: Any) -> str:
             rows = [[escape(str(name))] + [v.get(c) for c in columns] for name, v in list(value.items())[:LIST_ROWS]]
             extra = _more(len(value))
             return table([""] + columns, [[f"<b>{r[0]}</b>"] + r[1:] for r in rows]) + extra
-        rows = [[f"<b>{escape(str(k))}</b>", v] for k, v in value.items()]
+        if all(_is_scalar(v) for v in value.values()):
+            return table(None, [[f"<b>{escape(str(k))}</b>", v] for k, v in value.items()])
+        # mixed: values left-aligned, so that short ones stay in view next to a wide nested table
+        rows = [[f"<b>{escape(str(k))}</b>", f"<span>{number(v)}</span>" if _is_scalar(v) else v] for k, v in value.items()]
         return table(None, rows)
     if isinstance(value, (list, tuple)):
         if not value:
