@@ -185,3 +185,20 @@ def test_report_command_rewrites_the_page_from_the_directory(mini_run):
     after = (mini_run / "report.html").read_text()
     assert _data_values(after, "count") == _data_values(before, "count")
     assert re.findall(r'<img src="([^"]+)"', after) == re.findall(r'<img src="([^"]+)"', before)
+
+
+def test_markdown_report_diagnostics_are_tables(tmp_path):
+    from mmselect.report import write_report
+
+    info = {"budget": 3, "tasks": [{"task": "a", "budget": 2}, {"task": "b", "budget": 1}],
+            "clusters": {"source": "k-means", "runs": [{"group": "image", "n": 4}]}, "norms": list(range(100))}
+    path = write_report(
+        tmp_path, method="m", params={}, budget="3", counts={"input_records": 5, "selected": 3, "not_selected": 1, "rejected": 1},
+        tasks=np.array(["a", "a", "b", "b"]), selected=np.array([True, True, True, False]), scores=np.arange(4.0),
+        rejected=[{"key": "k", "reason": "image not found: a/1.png"}], info=info,
+    )
+    text = path.read_text()
+    assert "| task | budget |\n|---|---|\n| a | 2 |\n| b | 1 |" in text
+    assert "| source | k-means |" in text and "| group | n |\n|---|---|\n| image | 4 |" in text
+    assert "100 values: min 0, median 49.5, max 99" in text
+    assert "| image not found | 1 |" in text

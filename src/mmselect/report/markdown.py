@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,47 @@ def _quantiles(values: np.ndarray) -> str:
         return "no finite scores"
     qs = np.quantile(finite, [0, 0.25, 0.5, 0.75, 1.0])
     return " / ".join(f"{q:.4g}" for q in qs)
+
+
+MARKDOWN_ROWS = 30
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = str(value) if _is_scalar(value) else json.dumps(value, default=str)
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _markdown_value(value: Any) -> list[str]:
+    """A table for a list of dicts / dict of dicts / dict of scalars; a summary for long lists."""
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        value = [{"": k, **v} for k, v in value.items()]
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        columns = list(dict.fromkeys(c for v in value for c in v))
+        rows = [f"| {' | '.join(c or ' ' for c in columns)} |", "|" + "---|" * len(columns)]
+        rows += [f"| {' | '.join(_cell(v.get(c, '')) for c in columns)} |" for v in value[:MARKDOWN_ROWS]]
+        if len(value) > MARKDOWN_ROWS:
+            rows.append(f"\n… {len(value) - MARKDOWN_ROWS} more rows")
+        return rows
+    if isinstance(value, dict) and value and all(_is_scalar(v) for v in value.values()):
+        return ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in value.items()]
+    if isinstance(value, dict) and value:
+        scalars = {k: v for k, v in value.items() if _is_scalar(v)}
+        lines = ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in scalars.items()] if scalars else []
+        for key, nested in value.items():
+            if key not in scalars:
+                lines += ["", f"*{key}*", ""] + _markdown_value(nested)
+        return lines
+    if isinstance(value, list) and len(value) > 20 and all(isinstance(v, (int, float)) for v in value):
+        finite = np.asarray(value, dtype=np.float64)
+        return [f"{len(value):,} values: min {np.nanmin(finite):.4g}, median {np.nanmedian(finite):.4g}, max {np.nanmax(finite):.4g}"]
+    return [_cell(value) if value not in ([], {}) else "none"]
 
 
 def write_report(
@@ -58,11 +100,14 @@ def write_report(
         lines += [f"| {reason} | {count} |" for reason, count in reasons.most_common()]
         lines += ["", "Every rejected record is listed with its key and full reason in `rejected.jsonl`."]
     if info:
-        lines += ["", "## Method diagnostics", "", "```"]
+        lines += ["", "## Method diagnostics", ""]
+        scalars = {k: v for k, v in info.items() if _is_scalar(v)}
+        if scalars:
+            lines += ["| | |", "|---|---|"] + [f"| {k} | {_cell(v)} |" for k, v in scalars.items()] + [""]
         for key, value in info.items():
-            text = str(value)
-            lines.append(f"{key}: {text[:500]}{'...' if len(text) > 500 else ''}")
-        lines.append("```")
+            if key not in scalars:
+                lines += [f"**{key}**", ""] + _markdown_value(value) + [""]
+        lines.append("All of it is in `manifest.json` (`method_info`); `report.html` shows it as tables.")
     path = out_dir / REPORT_FILE
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
