@@ -87,7 +87,7 @@ def _summary(out: Path, result) -> None:
     if manifest["outputs"].get("subset"):
         console.print(f"  subset:    {out / manifest['outputs']['subset']}")
     console.print(f"  scores:    {out / 'selection.parquet'}")
-    console.print(f"  report:    {out / 'report.md'}")
+    console.print(f"  report:    {out / 'report.html'} (and report.md)")
     if counts["rejected"]:
         console.print(f"  rejected:  {out / 'rejected.jsonl'}")
 
