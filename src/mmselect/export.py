@@ -62,6 +62,12 @@ class RejectedRecord:
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "position": self.position, "id": self.id, "reason": self.reason, "stage": self.stage}
 
+    def __getitem__(self, field_name: str) -> Any:
+        """Fields by name too, as in a ``rejected.jsonl`` line (``record["reason"]``)."""
+        if field_name not in self.__dataclass_fields__:
+            raise KeyError(field_name)
+        return getattr(self, field_name)
+
     @classmethod
     def from_json(cls, item: "dict[str, Any] | RejectedRecord") -> "RejectedRecord":
         if isinstance(item, RejectedRecord):

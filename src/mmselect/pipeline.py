@@ -94,11 +94,8 @@ def extract(
     featureset, extraction_rejects = run_features(dataset.samples, names, context)
     if strict and extraction_rejects:
         first = extraction_rejects[0]
-        raise MMSelectError(f"record {first['key']}: {first['reason']} ({dataset.path})")
-    by_key = {s.key: s for s in dataset.samples}
-    rejected = _read_rejects(dataset) + [
-        RejectedRecord.for_sample(by_key[r["key"]], r["reason"], "extract") for r in extraction_rejects
-    ]
+        raise MMSelectError(f"record {first.key}: {first.reason} ({dataset.path})")
+    rejected = _read_rejects(dataset) + extraction_rejects
     featureset.manifest.update(
         build_manifest(
             started=started,

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..export import RejectedRecord
 from .context import ExtractionContext, ExtractOptions
 from .extractor import CACHE_FORMAT, Extractor, PreparedBatch, extract_shard  # noqa: F401 (public here too)
 from .hook_features import MAIN_PASS, main_pass
@@ -26,10 +27,9 @@ from .store import FeatureSet
 from .work import ShardWork  # noqa: F401
 
 
-def run_features(samples: Sequence, names: Sequence[str], context: ExtractionContext) -> tuple[FeatureSet, list[dict[str, Any]]]:
+def run_features(samples: Sequence, names: Sequence[str], context: ExtractionContext) -> tuple[FeatureSet, list[RejectedRecord]]:
     """Extract ``names`` (options from ``context.options.feature_params``) for ``samples``; returns
-    the features (rows in ``samples`` order, rejected samples left out) and the rejected samples
-    (``{"key", "reason"}``)."""
+    the features (rows in ``samples`` order, rejected samples left out) and the rejected samples."""
     features = resolve_features(names, context.options.feature_params)
     output, kept, rejected = main_pass(samples, [f for f in features if f.shared_pass == MAIN_PASS], context)
     columns, arrays, manifest = output.columns, output.arrays, dict(output.info)
@@ -58,7 +58,7 @@ def extract_features(
     progress: bool = True,
     runner=None,
     prefetch: int | None = None,
-) -> tuple[FeatureSet, list[dict[str, Any]]]:
+) -> tuple[FeatureSet, list[RejectedRecord]]:
     """:func:`run_features` with a loaded model ``bundle`` and the options as keywords."""
     from ..runners import LocalRunner
 

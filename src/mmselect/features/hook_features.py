@@ -10,10 +10,11 @@ points, max_length, array dtype).
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from ..export import RejectedRecord
 from .context import ExtractionContext
 from .extractor import Extractor
 from .reducers import FEATURES
@@ -77,7 +78,7 @@ def sample_columns(samples: Sequence) -> dict[str, np.ndarray]:
     }
 
 
-def main_pass(samples: Sequence, features: list[Feature], context: ExtractionContext) -> tuple[FeatureOutput, list, list[dict[str, Any]]]:
+def main_pass(samples: Sequence, features: list[Feature], context: ExtractionContext) -> tuple[FeatureOutput, list, list[RejectedRecord]]:
     """Run the hook features over ``samples`` in one pass; returns (their values for the kept
     samples, the kept samples in input order, the rejected samples with reasons)."""
     from .reducers import make_features
@@ -106,7 +107,8 @@ def main_pass(samples: Sequence, features: list[Feature], context: ExtractionCon
             output.columns[name] = values.astype(np.int64)
         else:
             output.columns[name] = values.astype(np.float64)
-    rejected = index.rejected
+    by_key = {s.key: s for s in samples}
+    rejected = [RejectedRecord.for_sample(by_key[r["key"]], r["reason"], "extract") for r in index.rejected]
     output.info = {"extraction": extractor.spec(), "cache": str(store.directory), "n_rejected": len(rejected)}
     context.main_spec = extractor.spec_hash()
     return output, kept, rejected
