@@ -1,7 +1,8 @@
 """The report page of a real run, rendered in headless Chromium and checked as a person would look at it.
 
 Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them) and selenium (dev extra).
-MMSELECT_REPORT_SCREENSHOT=docs/report.png keeps the screenshot of the demo run there.
+MMSELECT_REPORT_SCREENSHOT=docs/report.png keeps the screenshot of the demo run there; the run is then
+`make demo`'s own (relative paths, written to demo-out/), so the picture shows what a user sees.
 """
 
 import json
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-MINI = Path(__file__).resolve().parents[1] / "examples" / "mini"
+REPO = Path(__file__).resolve().parents[1]
+MINI = REPO / "examples" / "mini"
 CHROME_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -47,10 +49,19 @@ def demo_run(tmp_path_factory):
     """`make demo`: DataTailor, 20% of examples/mini, features from tiny-llava."""
     from mmselect import pipeline
 
-    out = tmp_path_factory.mktemp("demo-out")
-    pipeline.run(MINI / "data.json", method="datatailor", budget=0.2, out=out, model="tiny-llava",
-                 image_root=MINI / "images", progress=False, device="cpu")
-    return out
+    if not os.environ.get("MMSELECT_REPORT_SCREENSHOT"):
+        out = tmp_path_factory.mktemp("demo-out")
+        pipeline.run(MINI / "data.json", method="datatailor", budget=0.2, out=out, model="tiny-llava",
+                     image_root=MINI / "images", progress=False, device="cpu")
+        return out
+    previous = os.getcwd()
+    os.chdir(REPO)
+    try:
+        pipeline.run("examples/mini/data.json", method="datatailor", budget=0.2, out="demo-out", model="tiny-llava",
+                     image_root="examples/mini/images", progress=False, device="cpu")
+    finally:
+        os.chdir(previous)
+    return REPO / "demo-out"
 
 
 def _open(browser, page: Path) -> list[dict]:
