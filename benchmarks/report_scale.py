@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import Monitor  # noqa: E402
+from _measure import Monitor
 
 # LLaVA-665K's sources, by share of records.
 TASKS = {"coco": 0.547, "gqa": 0.108, "ocr_vqa": 0.120, "textvqa": 0.033, "vg": 0.130, "text": 0.062}

@@ -9,7 +9,7 @@ import pytest
 
 from mmselect.report import compare, write_html_report
 from mmselect.report.compare import jaccard_matrix
-from mmselect.report.gather import ReportError, histogram, load_output, reason_group
+from mmselect.report.gather import ReportError, histogram, reason_group
 from mmselect.report.page import render_value
 
 MINI = Path(__file__).resolve().parents[1] / "examples" / "mini"

@@ -10,10 +10,10 @@ import base64
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -402,7 +402,7 @@ def cluster_summary(output: Output, top: int = 15) -> dict[str, Any] | None:
     ]
     size_counts = np.bincount(sizes)
     return {
-        "clusters": int(len(names)),
+        "clusters": len(names),
         "singletons": int((sizes == 1).sum()),
         "median size": float(np.median(sizes)),
         "largest": int(sizes.max()),
@@ -450,7 +450,7 @@ def thumbnail(path: str | Path, size: int = THUMBNAIL_SIZE) -> str | None:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=80)
         uri = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-    except Exception:  # missing, corrupt or truncated: the card says so instead
+    except Exception:  # noqa: BLE001 - missing, corrupt, truncated or oversized: the card says so instead
         uri = None
     if len(_thumbnail_cache) > 512:
         _thumbnail_cache.clear()
@@ -602,7 +602,7 @@ def _method_arrays(manifest: dict[str, Any]) -> list[str]:
 
         method = get_method(manifest.get("method"), **(manifest.get("params") or {}))
         return [need.name for need in method.feature_needs() if need.kind == "array"]
-    except Exception:  # an unknown method or parameters of another version: fall back to the usual names
+    except Exception:  # noqa: BLE001 - an unknown method or another version's parameters: the usual names
         return []
 
 

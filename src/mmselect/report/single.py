@@ -73,14 +73,14 @@ def _rejected_section(output: gather.Output, records: gather.Records) -> list[st
 
 def _composition_section(output: gather.Output, attributes: dict[str, np.ndarray]) -> list[str]:
     selected = output.selected
-    n_before, n_after = max(int(len(selected)), 1), max(int(selected.sum()), 1)
+    n_before, n_after = max(len(selected), 1), max(int(selected.sum()), 1)
     comps = [gather.task_composition(output)]
     for name, (title, edges) in gather.COMPOSITION_EDGES.items():
         if name in attributes:
             comps.append(gather.binned_composition(title, attributes[name], selected, edges))
     parts = ['<h2 id="composition">Composition before and after</h2>',
-             '<p class="note">Share of the usable records ("all") and of the selected ones in each category; '
-             "hover a bar for counts.</p>"]
+             ('<p class="note">Share of the usable records ("all") and of the selected ones in each category; '
+              "hover a bar for counts.</p>")]
     for comp in comps:
         share_before = [b / n_before for b in comp.before]
         share_after = [a / n_after for a in comp.after]
@@ -213,4 +213,4 @@ def write_html_report(
     return path
 
 
-__all__ = ["HTML_FILE", "write_html_report", "number"]
+__all__ = ["HTML_FILE", "write_html_report"]
