@@ -13,7 +13,7 @@ import numpy as np
 from ..data.readers import Dataset
 from ..export import MANIFEST_FILE
 from . import charts, gather
-from .page import cards, figure, key_values, number, page, render_value, stat, table
+from .page import cards, figure, key_values, page, render_value, stat, table
 
 HTML_FILE = "report.html"
 COUNT_LABELS = {
