@@ -128,11 +128,10 @@ def _main_model(options: ExtractOptions, runner):
                       trust_remote_code=options.trust_remote_code)
 
 
-def _account_for_dataset(featureset: FeatureSet, dataset: Dataset, rejected: list[RejectedRecord]) -> list[RejectedRecord]:
+def _account_for_dataset(featureset: FeatureSet, dataset: Dataset, by_key: dict, rejected: list[RejectedRecord]) -> list[RejectedRecord]:
     """Every record of ``dataset`` without a feature row, and every record the reader rejected,
-    among the rejected (once each), in source order."""
-    known = {s.key for s in dataset.samples}
-    unknown = [k for k in featureset.keys if k not in known]
+    among the rejected (once each), in source order. ``by_key``: the dataset's samples by key."""
+    unknown = [k for k in featureset.keys if k not in by_key]
     if unknown:
         raise MMSelectError(
             f"{len(unknown)} feature row(s) match no record of {dataset.path} (first: {unknown[0]}); "
@@ -186,8 +185,9 @@ def select(
     rejected = [RejectedRecord.from_json(r) for r in rejected]
     if dataset is None and data is not None:
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, check_images=False)
+    by_key = dataset.by_key() if dataset is not None else {}
     if dataset is not None:
-        rejected = _account_for_dataset(featureset, dataset, rejected)
+        rejected = _account_for_dataset(featureset, dataset, by_key, rejected)
     result = selector.select(featureset, budget)
     positions = featureset.column("position") if featureset.has_column("position") else None
     write_selection_table(
@@ -204,8 +204,7 @@ def select(
     if counts["selected"] + counts["not_selected"] + counts["rejected"] != counts["input_records"]:
         raise MMSelectError(f"records unaccounted for: {counts}")
     if dataset is not None:
-        key_to_position = {s.key: s.position for s in dataset.samples}
-        subset_path = write_subset(dataset, [key_to_position[k] for k in featureset.keys[result.selected]], out)
+        subset_path = write_subset(dataset, [by_key[k].position for k in featureset.keys[result.selected]], out)
     manifest = build_manifest(
         started=started,
         counts=counts,
