@@ -364,6 +364,27 @@ def compare(
     console.print(f"[green]comparison[/] -> {path} (and {path.with_name('compare.md')})")
 
 
+@app.command()
+def arena(
+    out: Path = typer.Option(..., "--out", "-o", help="Arena directory (rerunning resumes what is missing)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="World/training config (TOML, JSON or YAML; default: the default arena)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (default: every registered method)."),
+    budgets: str = typer.Option("0.2", "--budgets", help="Comma-separated budgets, e.g. 0.1,0.2."),
+    seeds: int = typer.Option(1, "--seeds", help="Seeds 0..N-1 for every condition."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bigger worlds)."),
+):
+    """Train a small LLaVA on every method's selection of a world with known pathologies; write results.{json,md}."""
+    from .arena import run_arena
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        summary = run_arena(out, config=config, methods=_split(methods) if methods else None,
+                            budgets=_split(budgets), seeds=seeds, device=device)
+    except MMSelectError as err:
+        _fail(err)
+    console.print(f"[green]arena[/] {summary['runs_done']} runs -> {out / 'results.md'}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
