@@ -321,11 +321,11 @@ class Dataset:
 class _Checked:
     """One record after validation: what stays (hash, task, counts) and what the image check needs."""
 
-    __slots__ = ("position", "start", "end", "hash40", "id", "task", "n_images", "text_chars", "images", "refs",
+    __slots__ = ("position", "start", "end", "hash40", "record", "task", "n_images", "text_chars", "images", "refs",
                  "blobs", "reason")
 
-    def __init__(self, position: int, start: int, end: int, hash40: int, id: str | None):
-        self.position, self.start, self.end, self.hash40, self.id = position, start, end, hash40, id
+    def __init__(self, position: int, start: int, end: int, hash40: int, record: Any):
+        self.position, self.start, self.end, self.hash40, self.record = position, start, end, hash40, record
         self.task, self.n_images, self.text_chars = "", 0, 0
         self.images: list[str] | None = None  # as written
         self.refs: list[str] | None = None  # resolved
@@ -335,6 +335,11 @@ class _Checked:
     @property
     def key(self) -> str:
         return format_key(self.position, self.hash40)
+
+    @property
+    def id(self) -> str | None:
+        raw_id = self.record.get("id") if isinstance(self.record, dict) else None
+        return None if raw_id is None else str(raw_id)
 
 
 class _Reader:
@@ -359,14 +364,13 @@ class _Reader:
         if hash40 is None:
             hash40 = _hash40(record)
         key = ""  # only a rejection needs it (item.key), and it is formatted then
-        raw_id = record.get("id") if type(record) is dict or isinstance(record, dict) else None
-        item = _Checked(position, start, end, hash40, None if raw_id is None else str(raw_id))
+        item = _Checked(position, start, end, hash40, record)
         try:
             if not isinstance(record, dict):
                 raise RecordError(key, "record is not a JSON object")
-            self.fields.update(record)
-            if self.task_field and not self.task_field_seen and record.get(self.task_field) not in (None, ""):
-                self.task_field_seen = True
+            if self.task_field and not self.task_field_seen:
+                self.fields.update(record)
+                self.task_field_seen = record.get(self.task_field) not in (None, "")
             _, texts = conversation_columns(record, key)
             if row_images is None:
                 images, embedded = image_list(record, key), None
@@ -411,19 +415,27 @@ class _Reader:
         if self.check_images:
             self._check_block_images(block)
         dataset = self.dataset
-        for item in block:
-            dataset._starts.append(item.start)
-            dataset._ends.append(item.end)
-            dataset._hashes.append(item.hash40)
-            if item.reason is not None:
+        dataset._starts.extend([item.start for item in block])
+        dataset._ends.extend([item.end for item in block])
+        dataset._hashes.extend([item.hash40 for item in block])
+        valid = block
+        if any(item.reason is not None for item in block):
+            for item in block:
+                if item.reason is None:
+                    continue
                 if self.strict:
                     raise RecordError(item.key, f"{item.reason} ({dataset.path}, record {item.position})")
                 dataset.rejected.append(Rejected(item.position, item.key, item.reason, item.id))
-                continue
-            dataset._sample_positions.append(item.position)
-            dataset._sample_tasks.append(dataset._task_code(item.task))
-            dataset._sample_images.append(item.n_images)
-            dataset._sample_chars.append(item.text_chars)
+            valid = [item for item in block if item.reason is None]
+        codes, names = dataset._task_codes, dataset._task_names
+        for item in valid:
+            if item.task not in codes:
+                codes[item.task] = len(names)
+                names.append(item.task)
+        dataset._sample_positions.extend([item.position for item in valid])
+        dataset._sample_tasks.extend([codes[item.task] for item in valid])
+        dataset._sample_images.extend([item.n_images for item in valid])
+        dataset._sample_chars.extend([item.text_chars for item in valid])
 
     def _check_block_images(self, block: list[_Checked]) -> None:
         jobs = [(item, ref, relative, blob) for item in block if item.reason is None and item.refs
