@@ -77,30 +77,72 @@ def test_el2n_missing_feature_names_the_extract_option():
 IFD_VALUES = np.array([0.5, 0.9, 1.2, 0.7, 1.0, 0.95])
 
 
-def _ifd_features():
+def _ifd_features(ratio="loss"):
     nll_noinstr = np.array([2.0, 1.0, 0.5, 3.0, 1.5, 0.25])
-    return _features(columns={"answer_nll": nll_noinstr + np.log(IFD_VALUES), "answer_nll_noinstr": nll_noinstr})
+    nll = nll_noinstr * IFD_VALUES if ratio == "loss" else nll_noinstr + np.log(IFD_VALUES)
+    return _features(columns={"answer_nll": nll, "answer_nll_noinstr": nll_noinstr})
 
 
-def test_ifd_keeps_the_highest_values_below_one():
-    result = get_method("ifd").select(_ifd_features(), 2)
-    assert _picked(result) == {1, 5}  # 0.9 and 0.95; 1.2 and 1.0 are not below the threshold
+@pytest.mark.parametrize("ratio", ["loss", "perplexity"])
+def test_ifd_keeps_the_highest_values_up_to_one(ratio):
+    result = get_method("ifd", ratio=ratio).select(_ifd_features(ratio), 2)
+    assert _picked(result) == {4, 5}  # 1.0 and 0.95; only 1.2 is above the threshold
     assert np.allclose(result.values["ifd"], IFD_VALUES)
-    assert result.info["n_eligible"] == 4 and result.info["filled_above_threshold"] == 0
+    assert result.info["n_eligible"] == 5 and result.info["filled_above_threshold"] == 0
     assert np.array_equal(top_k_mask(result.scores, 2), result.selected)
+
+
+def test_ifd_default_is_the_ratio_of_mean_losses():
+    # losses (with | without instruction): sample 0 0.5 | 1.0, sample 1 2.0 | 2.6.
+    # loss ratios 0.5 and 0.769; perplexity ratios exp(-0.5) = 0.607 and exp(-0.6) = 0.549.
+    fs = _features(columns={"answer_nll": np.array([0.5, 2.0]), "answer_nll_noinstr": np.array([1.0, 2.6])})
+    result = get_method("ifd").select(fs, 1)
+    assert _picked(result) == {1}
+    assert np.allclose(result.values["ifd"], [0.5, 2.0 / 2.6])
+    assert _picked(get_method("ifd", ratio="perplexity").select(fs, 1)) == {0}
+
+
+def test_ifd_undefined_ratio_is_never_eligible_and_ranks_last():
+    # sample 1 has no loss at all (0 / 0), sample 2 only loses without the instruction removed (x / 0)
+    fs = _features(columns={"answer_nll": np.array([0.4, 0.0, 0.3, 0.9]),
+                            "answer_nll_noinstr": np.array([0.5, 0.0, 0.0, 1.0])})
+    result = get_method("ifd").select(fs, 3)
+    assert _picked(result) == {0, 2, 3}  # 0.9, 0.8 eligible; inf fills before the undefined ratio
+    assert result.info["n_undefined"] == 1 and result.info["filled_above_threshold"] == 1
+    assert _picked(get_method("ifd", threshold=None).select(fs, 1)) == {2}
 
 
 def test_ifd_bands_threshold_and_fill():
     fs = _ifd_features()
     assert _picked(get_method("ifd", band="low").select(fs, 2)) == {0, 3}
-    assert _picked(get_method("ifd", band="mid").select(fs, 2)) == {3, 1}  # eligible ranks 1, 2 of 4
+    assert _picked(get_method("ifd", band="mid").select(fs, 2)) == {3, 1}  # eligible ranks 1, 2 of 5
     assert _picked(get_method("ifd", threshold=None).select(fs, 1)) == {2}
-    assert _picked(get_method("ifd", threshold=1.1).select(fs, 2)) == {4, 5}
+    assert _picked(get_method("ifd", threshold=0.96).select(fs, 2)) == {1, 5}
     # five wanted, four eligible: the ineligible sample closest to the threshold fills the budget
-    result = get_method("ifd").select(fs, 5)
+    result = get_method("ifd", threshold=0.96).select(fs, 5)
     assert _picked(result) == {0, 1, 3, 4, 5}
     assert result.info["filled_above_threshold"] == 1
     assert np.array_equal(top_k_mask(result.scores, 5), result.selected)
+
+
+def test_ifd_answer_only_pass_drops_the_question_and_the_image():
+    # the instruction of a visual sample is its image and its question: the pass without it
+    # scores the same answer tokens with neither
+    from types import SimpleNamespace
+
+    from mmselect.data.records import Sample, Turn
+    from mmselect.features.extractor import Extractor
+    from mmselect.models.templates import TEMPLATES
+
+    sample = Sample(position=0, key="k", record={}, turns=[Turn("user", "<image>\nWhat is it?"), Turn("assistant", "A cat.")],
+                    images=["a.png"], task="t", image_paths=["a.png"])
+    extractor = object.__new__(Extractor)
+    extractor.bundle = SimpleNamespace(template=TEMPLATES["vicuna_v1"])
+    full = extractor._render(sample, "full")
+    alone = extractor._render(sample, "answer_only")
+    assert full.image_paths and "What is it?" in full.text
+    assert alone.image_paths == [] and "What is it?" not in alone.text
+    assert [alone.text[s:e] for s, e in alone.answer_spans] == [full.text[s:e] for s, e in full.answer_spans]
 
 
 def test_ifd_needs_both_passes():

@@ -37,7 +37,7 @@ _BUILTIN: dict[str, tuple[str, str]] = {
         "mmselect.methods.clipper:Clipper",
         "(interpretation) zero-/one-shot perplexity, coreset mirroring the perplexity histogram",
     ),
-    "ifd": ("mmselect.methods.ifd:IFD", "instruction-following difficulty: PPL(a|q) / PPL(a)"),
+    "ifd": ("mmselect.methods.ifd:IFD", "instruction-following difficulty: loss(a|q) / loss(a)"),
     "el2n": ("mmselect.methods.el2n:EL2N", "answer-token error L2 norm, keep a band"),
     "semdedup": ("mmselect.methods.semdedup:SemDeDup", "k-means + within-cluster cosine dedup, eps searched for the budget"),
     "d2-pruning": ("mmselect.methods.d2_pruning:D2Pruning", "kNN graph message passing + greedy reverse passing"),

@@ -1,4 +1,4 @@
-"""IFD baseline: instruction-following difficulty PPL(a|q) / PPL(a) (Li et al., arXiv 2308.12032)."""
+"""IFD baseline: instruction-following difficulty (Li et al., arXiv 2308.12032)."""
 
 from __future__ import annotations
 
@@ -20,44 +20,57 @@ from .base import (
     scores_from_order,
 )
 
+RATIOS = ("loss", "perplexity")
+
 
 class IFD(SelectionMethod):
     """Instruction-following difficulty.
 
-    ``IFD = PPL(answer | image, instruction) / PPL(answer | image) = exp(nll - nll_noinstr)``,
-    where ``nll`` is the mean answer-token NLL with the instruction and ``nll_noinstr`` the mean
-    NLL of the same answer tokens with the instruction removed. A high IFD means the instruction
-    helps the model little, so the sample is hard to follow; IFD >= 1 means the instruction does
-    not help at all (or hurts), and the IFD paper discards such samples as misaligned.
+    ``nll`` is the mean answer-token NLL given the instruction and ``nll_noinstr`` the mean NLL of
+    the same answer tokens with the instruction removed. In the multimodal setting the instruction
+    is the image and the question together, so the conditional-free pass drops both: it sees the
+    answer alone (the ``ifd`` extract option renders no user turn and no image).
+
+    ``ratio="loss"`` (default) ranks by ``IFD = nll / nll_noinstr``, the ratio of mean answer
+    losses that the paper defines (``s(A|Q) / s(A)``) and its released code computes [paper, code].
+    ``ratio="perplexity"`` ranks by ``PPL(a|q) / PPL(a) = exp(nll - nll_noinstr)``. Both are below
+    1 exactly when the instruction helps, but they order samples differently (losses 0.5 | 1.0 give
+    0.5 and 0.61, losses 2.0 | 2.6 give 0.77 and 0.55).
+
+    A high IFD means the instruction helps the model little, so the sample is hard to follow; an
+    IFD above 1 means the instruction hurts, and the paper and its code discard such samples.
 
     Parameters
     ----------
+    ratio : {"loss", "perplexity"}, default ``"loss"``
+        Which ratio is the IFD (see above).
     band : {"high", "mid", "low"}, default ``"high"``
-        Which part of the IFD ranking (among the samples below ``threshold``) to keep. ``high``
-        keeps the largest IFD values, as the IFD paper does ("cherry" data) [paper].
+        Which part of the IFD ranking (among the eligible samples) to keep. ``high`` keeps the
+        largest IFD values, as the IFD paper does ("cherry" data) [paper].
     threshold : float or None, default ``1.0``
-        Samples with ``IFD >= threshold`` are not eligible [paper: IFD > 1 is filtered out; the
-        boundary value 1 itself is also dropped here, interpretation]. ``None`` keeps all.
-        When fewer than ``k`` samples are eligible, the budget is filled with the ineligible
-        samples of lowest IFD (the ones closest to the threshold); ``info["filled_above_threshold"]``
-        counts them.
+        Samples with ``IFD > threshold`` are not eligible [paper, code: ratios above 1 are
+        dropped, 1 itself is kept]. ``None`` keeps all. A sample whose ratio is undefined (both
+        losses 0) is never eligible. When fewer than ``k`` samples are eligible, the budget is
+        filled with the ineligible samples of lowest IFD (the ones closest to the threshold);
+        ``info["filled_above_threshold"]`` counts them.
 
     Ties are resolved by position (earlier first). The score of every sample is its place in the
     preference order (eligible band first, then the rest of the eligible samples, then the
     ineligible ones by ascending IFD); the IFD itself is written as the ``ifd`` column.
     Features: columns ``answer_nll`` (``--features answer_nll``) and ``answer_nll_noinstr``
-    (``--features ifd``). In the multimodal setting the image stays in both passes; only the
-    text instruction is removed [interpretation; defined by the extractor].
+    (``--features ifd``).
     """
 
-    summary = "instruction-following difficulty: PPL(a|q) / PPL(a)"
+    summary = "instruction-following difficulty: loss(a|q) / loss(a)"
     _parameter_constraints: ClassVar[dict[str, Param]] = {
+        "ratio": Param("IFD as the ratio of mean answer losses (paper, code) or of perplexities", Choice(*RATIOS)),
         "band": Param("part of the IFD ranking kept among the eligible samples", Choice(*BANDS)),
-        "threshold": Param("samples with IFD >= threshold are not eligible (None: all are)",
+        "threshold": Param("samples with IFD > threshold are not eligible (None: all are)",
                            Interval(float, None, None), NONE),
     }
 
-    def __init__(self, *, band: str = "high", threshold: float | None = 1.0):
+    def __init__(self, *, ratio: str = "loss", band: str = "high", threshold: float | None = 1.0):
+        self.ratio = ratio
         self.band = band
         self.threshold = threshold
 
@@ -70,34 +83,50 @@ class IFD(SelectionMethod):
     def _fit(self, features: FeatureSet) -> None:
         nll = np.asarray(features.column("answer_nll"), dtype=float)
         nll_noinstr = np.asarray(features.column("answer_nll_noinstr"), dtype=float)
-        self.log_ifd_ = nll - nll_noinstr
+        self.ifd_ = ifd_values(nll, nll_noinstr, self.ratio)
 
     def _select_budget(self, k: int) -> SelectionResult:
-        log_ifd = self.log_ifd_
-        ifd = np.exp(log_ifd)
+        ifd = self.ifd_
         n = len(ifd)
-        if self.threshold is None:
-            eligible = np.ones(n, dtype=bool)
-        else:
-            # compare in log space: exp() may overflow for extreme NLL differences
-            eligible = log_ifd < np.log(float(self.threshold)) if self.threshold > 0 else np.zeros(n, bool)
+        defined = ~np.isnan(ifd)
+        eligible = defined if self.threshold is None else defined & (ifd <= float(self.threshold))
         good = np.flatnonzero(eligible)
         bad = np.flatnonzero(~eligible)
         k_good = min(k, len(good))
-        order_good = good[band_order(log_ifd[good], k_good, self.band)]
-        order_bad = bad[np.lexsort((bad, log_ifd[bad]))]
+        order_good = good[band_order(ifd[good], k_good, self.band)]
+        bad_key = np.where(np.isnan(ifd[bad]), np.inf, ifd[bad])  # undefined ratios last
+        order_bad = bad[np.lexsort((bad, np.isnan(ifd[bad]), bad_key))]
         order = np.concatenate([order_good, order_bad])
         selected = np.zeros(n, dtype=bool)
         selected[order[:k]] = True
+        picked = ifd[selected]
         return SelectionResult(
             selected=selected,
             scores=scores_from_order(order),
             values={"ifd": ifd},
             info={
+                "ratio": self.ratio,
                 "band": self.band,
                 "threshold": self.threshold,
                 "n_eligible": int(len(good)),
+                "n_undefined": int((~defined).sum()),
                 "filled_above_threshold": int(k - k_good),
-                "selected_ifd_range": [float(ifd[selected].min()), float(ifd[selected].max())] if k else None,
+                "selected_ifd_range": [float(np.nanmin(picked)), float(np.nanmax(picked))] if k and defined[selected].any() else None,
             },
         )
+
+
+def ifd_values(nll: np.ndarray, nll_noinstr: np.ndarray, ratio: str = "loss") -> np.ndarray:
+    """Per-sample IFD from the two mean answer NLLs; NaN where the ratio is undefined.
+
+    ``loss``: ``nll / nll_noinstr`` (``inf`` when only the denominator is 0, NaN when both are);
+    ``perplexity``: ``exp(nll - nll_noinstr)`` (``inf`` on overflow).
+    """
+    nll = np.asarray(nll, dtype=float)
+    nll_noinstr = np.asarray(nll_noinstr, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if ratio == "loss":
+            return nll / nll_noinstr
+        if ratio == "perplexity":
+            return np.exp(nll - nll_noinstr)
+    raise ValueError(f"unknown IFD ratio {ratio!r}")
