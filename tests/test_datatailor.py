@@ -133,10 +133,11 @@ def test_condensed_distances_match_pdist():
 # Cluster A: (5, -4/3), (8, -4/3), (5, 8/3): the 3-4-5 triangle, mean (6, 0), informativeness 1, 2, 3.
 #   D12 = 3, D13 = 4, D23 = 5; sum over all ordered pairs = 2 (3 + 4 + 5) = 24, mean = 24 / 3 = 8.
 #   U1 = (3*2 + 4*3) / 8 = 2.25, U2 = (3*1 + 5*3) / 8 = 2.25, U3 = (4*1 + 5*2) / 8 = 1.75.
-#   paper: divide by sum I = 6 instead: 3, 3, 14/6.
-# Cluster B: (0, 7) alone: 0 / 0 -> NaN (official), 0 (paper).
+#   paper: divide by sum I = 6 and by the mean distance over all 9 ordered pairs, 24 / 9:
+#   (18/6) / (8/3) = 9/8, 9/8, (14/6) / (8/3) = 7/8 (the official values / the mean I of 2).
+# Cluster B: (0, 7) alone: 0 / 0 -> NaN in both modes (0 with singleton="zero").
 # Cluster C: (-2, 0), (-4, 0), mean (-3, 0), informativeness 4, 5: D = 2, mean distance 4 / 2 = 2,
-#   U = (2*5)/2 = 5 and (2*4)/2 = 4; paper: 10/9 and 8/9.
+#   U = (2*5)/2 = 5 and (2*4)/2 = 4; paper: (10/9) / (4/4) and (8/9) / 1.
 # Association: cos(A, B) = 0, cos(A, C) = -1, cos(B, C) = 0, so
 #   tau_A = (e^0 + e^-1) / 2, tau_B = (e^0 + e^0) / 2 = 1, tau_C = (e^-1 + e^0) / 2.
 HAND_X = np.array([[5, -4 / 3], [8, -4 / 3], [5, 8 / 3], [0, 7], [-2, 0], [-4, 0]], dtype=np.float32)
@@ -151,14 +152,29 @@ def test_hand_worked_uniqueness_and_association():
     np.testing.assert_allclose(means, [[6, 0], [0, 7], [-3, 0]], atol=1e-6)
 
     paper, _, _ = cluster_uniqueness(HAND_X, HAND_LABELS, HAND_V, mode="paper")
-    np.testing.assert_allclose(paper, [3, 3, 14 / 6, 0, 10 / 9, 8 / 9], rtol=1e-6)
+    np.testing.assert_allclose(paper[[0, 1, 2, 4, 5]], [9 / 8, 9 / 8, 7 / 8, 10 / 9, 8 / 9], rtol=1e-6)
+    assert np.isnan(paper[3])
     zero, _, _ = cluster_uniqueness(HAND_X, HAND_LABELS, HAND_V, singleton="zero")
     assert zero[3] == 0.0
+    paper_zero, _, _ = cluster_uniqueness(HAND_X, HAND_LABELS, HAND_V, mode="paper", singleton="zero")
+    assert paper_zero[3] == 0.0
 
     tau = association_coefficients(means)
     e = math.e
     np.testing.assert_allclose(tau, [(1 + 1 / e) / 2, 1.0, (1 + 1 / e) / 2], rtol=1e-9)
     assert association_coefficients(means[:1]).tolist() == [pytest.approx(e)]  # single-cluster guard
+
+
+def test_paper_uniqueness_does_not_depend_on_a_clusters_scale():
+    # Scaling cluster A's features x10 about its mean multiplies every distance in it by 10; the
+    # appendix's division by the mean intra-cluster distance cancels that.
+    scaled = HAND_X.copy()
+    centre = scaled[:3].mean(axis=0)
+    scaled[:3] = centre + 10 * (scaled[:3] - centre)
+    before, _, _ = cluster_uniqueness(HAND_X, HAND_LABELS, HAND_V, mode="paper")
+    after, _, _ = cluster_uniqueness(scaled, HAND_LABELS, HAND_V, mode="paper")
+    np.testing.assert_allclose(after[[0, 1, 2]], before[[0, 1, 2]], rtol=1e-5)
+    np.testing.assert_allclose(after[[4, 5]], before[[4, 5]], rtol=1e-6)
 
 
 def test_sampled_uniqueness_estimates_exact_values():
@@ -203,8 +219,54 @@ def test_paper_options_change_values_as_specified():
     v = arrays["sve"].astype(float)
     cluster_sum = np.bincount(labels, weights=v)[labels]
     np.testing.assert_allclose(paper.values["representativeness"], official.values["representativeness"] / cluster_sum, rtol=1e-9)
-    assert not np.isnan(paper.values["uniqueness"]).any()  # singletons: 0 / sum I = 0
+    # paper uniqueness = official uniqueness / the cluster's mean informativeness; 0/0 stays NaN
+    cluster_mean = cluster_sum / np.bincount(labels)[labels]
+    np.testing.assert_allclose(paper.values["uniqueness"], official.values["uniqueness"] / cluster_mean, rtol=1e-5)
+    assert np.array_equal(np.isnan(paper.values["uniqueness"]), np.isnan(official.values["uniqueness"]))
     assert paper.n_selected == official.n_selected == 360
+
+
+@pytest.mark.parametrize("ablate", [["informativeness"], ["uniqueness"], ["representativeness"], ["round_weights"],
+                                    ["uniqueness", "round_weights"]])
+def test_ablations_drop_one_term_of_the_combination(ablate):
+    features, arrays, _ = load_fixture()
+    full = DataTailor().select(features, 0.15)
+    result = DataTailor(ablate=ablate).select(features, 0.15)
+    for name in ("informativeness", "uniqueness", "representativeness", "cluster"):  # values unchanged
+        np.testing.assert_array_equal(result.values[name], full.values[name])
+    task, r = arrays["task"], arrays["rounds"].astype(float)
+    for t in np.unique(task):
+        rows = task == t
+        q = {name: rank_normalise(result.values[name][rows]) for name in ("informativeness", "uniqueness", "representativeness")}
+        w = {"informativeness": np.ones(rows.sum()) if "round_weights" in ablate else r[rows],
+             "uniqueness": np.ones(rows.sum()), "representativeness": np.ones(rows.sum())}
+        for name in ablate:
+            if name in w:
+                w[name] = np.zeros(rows.sum())
+        expected = sum(w[name] * q[name] for name in q) / sum(w.values())
+        np.testing.assert_allclose(result.scores[rows], expected, rtol=1e-12)
+    assert result.info["ablate"] == ablate and result.n_selected == full.n_selected
+    assert not np.array_equal(result.selected, full.selected)
+    # the task budgets still follow n_t xbar_t^2
+    assert [t["budget"] for t in result.info["tasks"]] == [t["budget"] for t in full.info["tasks"]]
+
+
+def test_task_ratio_ablation_splits_the_budget_by_task_size():
+    features, arrays, _ = load_fixture()
+    full = DataTailor().select(features, 0.15)
+    result = DataTailor(ablate=["task_ratio"]).select(features, 0.15)
+    sizes = np.array([t["n"] for t in result.info["tasks"]])
+    expected, _ = split_budget(360, sizes, sizes.astype(float))
+    assert [t["budget"] for t in result.info["tasks"]] == expected.tolist()
+    assert [t["budget"] for t in result.info["tasks"]] != [t["budget"] for t in full.info["tasks"]]
+    np.testing.assert_array_equal(result.scores, full.scores)
+
+
+def test_ablation_parameter_is_checked():
+    for bad in (["uniqueness", "uniqueness"], ["novelty"], "uniqueness",
+                ["informativeness", "uniqueness", "representativeness"]):
+        with pytest.raises(ConfigError, match="ablate"):
+            DataTailor(ablate=bad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,6 +293,16 @@ def test_budget_rate_clamp():
     assert budgets.tolist() == [20, 30] and info["raised_tasks"] == [0]  # 0.5 raised to 20
     with pytest.raises(BudgetError):
         split_budget(90, sizes, np.array([1.0, 1.0]), rate_clamp=(0.0, 0.4))
+
+
+@pytest.mark.parametrize("fill", ["official", "remainder"])
+def test_rate_clamp_lower_bound_holds_after_flooring(fill):
+    # task 0's share 0.1 is raised to 0.05 * 30 = 1.5 samples; a floor of 1.5 would give a rate
+    # of 1/30 = 0.033, below the bound: the bound is the integer ceil(1.5) = 2.
+    sizes = np.array([30, 70])
+    budgets, info = split_budget(10, sizes, np.array([1.0, 99.0]), fill=fill, rate_clamp=(0.05, 1.0))
+    assert budgets.tolist() == [2, 8] and info["raised_tasks"] == [0]
+    assert (budgets / sizes >= 0.05).all()
 
 
 def test_exact_budget_met_and_task_budgets_respected():

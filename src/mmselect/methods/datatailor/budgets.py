@@ -20,7 +20,8 @@ def split_budget(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Integer task budgets ``k_t`` from shares ``k w_t / sum w`` (official formula).
 
-    Each task's budget is bounded by ``[lo n_t, min(n_t, floor(hi n_t))]`` (``[0, n_t]`` without
+    Each task's budget is bounded by ``[min(ceil(lo n_t), upper), upper]`` with
+    ``upper = min(n_t, floor(hi n_t))`` (``[0, n_t]`` without
     ``rate_clamp``); a task whose share leaves its bounds is fixed at the bound and the rest of the
     budget is re-split over the other tasks in proportion to ``w``, until nothing changes. Then
     ``fill="official"`` floors every share; ``fill="remainder"`` also gives the floor remainder,
@@ -39,7 +40,8 @@ def split_budget(
     if rate_clamp is not None:
         lo, hi = rate_clamp
         upper = np.minimum(upper, np.floor(hi * sizes + 1e-9))
-        lower = np.minimum(lo * sizes, upper)
+        # an integer lower bound: the floors of fill="official" then never drop a task below lo
+        lower = np.minimum(np.ceil(lo * sizes - 1e-9), upper)
     if k > upper.sum() + 1e-9:
         raise BudgetError(f"budget {k} exceeds what the tasks can give under their caps ({int(upper.sum())})")
     if k < lower.sum() - 1e-9:

@@ -62,6 +62,15 @@ LLAVA665K_BLOCK_SIZES = (
 )
 LLAVA665K_N = sum(LLAVA665K_BLOCK_SIZES)  # 665,298
 
+#: The paper's ablations (Table 3): each name removes one principle or one adaptive rule.
+ABLATIONS = ("informativeness", "uniqueness", "representativeness", "round_weights", "task_ratio")
+_VALUE_ABLATIONS = ("informativeness", "uniqueness", "representativeness")
+
+
+def _is_ablation_list(value) -> bool:
+    names = list(value)
+    return all(isinstance(name, str) and name in ABLATIONS for name in names) and len(set(names)) == len(names)
+
 
 class DataTailor(SelectionMethod):
     """DataTailor selection (informativeness + uniqueness + representativeness, task budgets).
@@ -105,6 +114,13 @@ class DataTailor(SelectionMethod):
         Uniqueness of a sample alone in its cluster (or in a cluster of identical features),
         where the official formula is 0/0. ``"nan"`` (official): NaN, which the rank
         normalisation puts above every other value. ``"zero"`` (interpretation): 0, lowest.
+    ablate : sequence of names, default ``()``
+        The paper's ablations (Table 3), any combination: ``"informativeness"``,
+        ``"uniqueness"``, ``"representativeness"`` drop that value from the combination (its
+        weight becomes 0; the other weights stay); ``"round_weights"`` gives the three values
+        equal weights (``r_i = 1``) instead of the round-adaptive coefficient;
+        ``"task_ratio"`` makes each task's budget proportional to its size (``xbar_t`` ignored).
+        The three values are still computed and reported. At least one value must remain.
     exact_ward_max : int
         Tasks with at most this many samples get exact Ward (fastcluster on float64 condensed
         distances, O(n^2) memory). Larger tasks use :func:`ward_labels_approx` (interpretation,
@@ -149,6 +165,9 @@ class DataTailor(SelectionMethod):
         "task_preset": Param("tasks from the task column (None) or the official 665k index blocks",
                              Choice(None, "llava665k-blocks")),
         "singleton_uniqueness": Param("uniqueness of a sample alone in its cluster (official 0/0)", Choice("nan", "zero")),
+        "ablate": Param("the paper's ablations (Table 3) to apply",
+                        Satisfies(lambda v: not isinstance(v, str) and _is_ablation_list(v),
+                                  "a list of distinct names from " + ", ".join(repr(a) for a in ABLATIONS))),
         "exact_ward_max": Param("tasks up to this size get exact Ward, larger ones the approximation",
                                 Interval(int, 0, None)),
         "approx_micro_clusters": Param("k-means micro-clusters per task in the approximate Ward", Interval(int, 2, None)),
@@ -173,6 +192,7 @@ class DataTailor(SelectionMethod):
         rate_clamp: tuple[float, float] | None = None,
         task_preset: str | None = None,
         singleton_uniqueness: str = "nan",
+        ablate: tuple[str, ...] = (),
         exact_ward_max: int = 20000,
         approx_micro_clusters: int = 4096,
         approx_ward_points: int = 16384,
@@ -191,6 +211,7 @@ class DataTailor(SelectionMethod):
         self.rate_clamp = rate_clamp
         self.task_preset = task_preset
         self.singleton_uniqueness = singleton_uniqueness
+        self.ablate = ablate
         self.exact_ward_max = exact_ward_max
         self.approx_micro_clusters = approx_micro_clusters
         self.approx_ward_points = approx_ward_points
@@ -206,6 +227,8 @@ class DataTailor(SelectionMethod):
             raise ConfigError("approx_ward_points must be >= approx_micro_clusters")
         if self.approx_dim is not None and int(self.approx_dim) < 1:
             raise ConfigError("approx_dim must be a positive integer or None")
+        if set(_VALUE_ABLATIONS) <= set(self.ablate):
+            raise ConfigError("ablate removes all three values; keep at least one of " + ", ".join(_VALUE_ABLATIONS))
 
     def feature_needs(self) -> list[FeatureNeed]:
         self.check_params()
@@ -250,7 +273,8 @@ class DataTailor(SelectionMethod):
         tasks = self._task_rows(features)
         sizes = np.array([len(rows) for _, rows in tasks], dtype=np.int64)
         xbar = np.array([top[rows].mean() for _, rows in tasks], dtype=np.float64)
-        weights = sizes * xbar**2
+        # "task_ratio" ablation: budgets in proportion to the task sizes alone
+        weights = sizes.astype(np.float64) if "task_ratio" in self.ablate else sizes * xbar**2
 
         reader = RowReader(features.array("last_token"), keys=features.keys, block_rows=int(self.block_rows))
         labels = np.zeros(n, dtype=np.int64)
@@ -288,8 +312,7 @@ class DataTailor(SelectionMethod):
             _log_stage(name, "representativeness", started, n=len(rows))
             del x
             qi, qu, qr = (self._normalise(values) for values in (v, u, r))
-            rr = rounds[rows]
-            value = (rr * qi + qu + qr) / (rr + 2.0)
+            value = self._combine(qi, qu, qr, rounds[rows])
             uniq[rows], rep[rows], tau_c[rows], scores[rows] = u, r, tc[local], value
             sizes_c = np.bincount(local, minlength=n_clusters)
             task_info.append(
@@ -348,6 +371,8 @@ class DataTailor(SelectionMethod):
             "ward_routes": {ti["task"]: ti["route"] for ti in task_info},
             "tie_break": "stable (earlier sample first)",
         }
+        if self.ablate:
+            info["ablate"] = list(self.ablate)
         if budget_info["shortfall"]:
             info["budget_shortfall"] = int(budget_info["shortfall"])
         return SelectionResult(
@@ -356,6 +381,19 @@ class DataTailor(SelectionMethod):
             values={name: values.copy() for name, values in self.values_.items()},
             info=info,
         )
+
+    def _combine(self, qi: np.ndarray, qu: np.ndarray, qr: np.ndarray, rounds: np.ndarray) -> np.ndarray:
+        """``V = (w_I q(I) + w_U q(U) + w_R q(R)) / (w_I + w_U + w_R)`` with ``w_I = r_i`` (1 under
+        the ``round_weights`` ablation), ``w_U = w_R = 1``, and 0 for an ablated value. Where
+        every remaining weight is 0 (informativeness alone, a sample of 0 rounds) ``V = q(I)``."""
+        ablate = set(self.ablate)
+        w_i = np.ones_like(rounds) if "round_weights" in ablate else rounds.astype(np.float64)
+        w_i = np.zeros_like(w_i) if "informativeness" in ablate else w_i
+        w_u = 0.0 if "uniqueness" in ablate else 1.0
+        w_r = 0.0 if "representativeness" in ablate else 1.0
+        total = w_i + w_u + w_r
+        weighted = w_i * qi + w_u * qu + w_r * qr
+        return np.where(total > 0, weighted / np.where(total > 0, total, 1.0), qi)
 
     def _normalise(self, values: np.ndarray) -> np.ndarray:
         return rank_normalise(values) if self.normalize == "rank" else minmax_normalise(values)

@@ -96,12 +96,14 @@ def cluster_uniqueness(
     """Uniqueness of every row of one task, and the float64 mean feature of every cluster.
 
     ``official``: ``U_i = sum_{j in C} D_ij I_j / ((1/n_C) sum_{a,b in C} D_ab)``;
-    ``paper``: ``U_i = sum_{j in C} D_ij I_j / sum_{j in C} I_j``. Distances are computed in
+    ``paper``: ``U_i = (sum_{j in C} D_ij I_j / sum_{j in C} I_j) / Dbar_C`` with
+    ``Dbar_C = (1/n_C^2) sum_{a,b in C} D_ab`` the appendix's mean intra-cluster distance (this is
+    the official value divided by the cluster's mean informativeness). Distances are computed in
     float32 with BLAS on the cluster-centred features (self-distances set to exactly 0). For a
     cluster larger than ``max_refs``, the sums over ``j`` run over a seeded random sample of
     ``max_refs`` members, scaled by ``n_C / max_refs``. A cluster whose mean distance is 0 (one
-    member, or identical members) gets NaN (``singleton="nan"``, official 0/0) or 0 in
-    ``official`` mode.
+    member, or identical members) gets NaN (``singleton="nan"``, official 0/0) or 0 in either
+    mode; so does a cluster whose informativeness sums to 0 in ``paper`` mode.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     labels = np.asarray(labels, dtype=np.int64)
@@ -156,8 +158,14 @@ def cluster_uniqueness(
                 stats["degenerate_clusters"] += 1
                 out[members] = np.nan if singleton == "nan" else 0.0
         else:
-            denominator = v[members].sum()
-            out[members] = sums / denominator if denominator != 0 else 0.0
+            # the paper's weights I_j / sum_C I, then the appendix's division by the cluster's
+            # mean pairwise distance (all n_C^2 ordered pairs), which makes the value scale-free
+            denominator = v[members].sum() * total / size**2
+            if denominator > 0:
+                out[members] = sums / denominator
+            else:
+                stats["degenerate_clusters"] += 1
+                out[members] = np.nan if singleton == "nan" else 0.0
     return out, means, stats
 
 
