@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mmselect import pipeline
+from mmselect.errors import NonFiniteFeaturesError
 from mmselect.features.store import FeatureSet
 
 
@@ -40,16 +41,24 @@ def test_clip_score_extraction_and_selection(tmp_path, small_data, mini_images):
     assert result.n_selected == 3 and has_image[result.selected].all()
 
 
-def test_mmssr_run_generates_scores_and_meets_the_budget(tmp_path, small_data, mini_images):
+def test_mmssr_run_with_no_parsable_score_stops_with_an_error(tmp_path, small_data, mini_images, caplog):
     out = tmp_path / "out"
-    result = pipeline.run(small_data, method="mmssr", budget=5, out=out, model="tiny-qwen2-vl",
-                          params={"capabilities": ["ocr", "spatial"]}, image_root=mini_images, progress=False)
-    assert result.n_selected == 5
+    # A random model's replies are not scores: extraction keeps every one as NaN and warns with
+    # examples; selection refuses, rather than select by the fill rule alone.
+    with caplog.at_level("WARNING"), pytest.raises(NonFiniteFeaturesError, match="every score is NaN"):
+        pipeline.run(small_data, method="mmssr", budget=5, out=out, model="tiny-qwen2-vl",
+                     params={"capabilities": ["ocr", "spatial"]}, image_root=mini_images, progress=False)
     feats = FeatureSet.load(out / "features")
     assert {"score_ocr", "score_spatial", "styles"} <= set(feats.column_names)
     manifest = json.loads((out / "features" / "manifest.json").read_text())
-    # A random model's replies are not scores: every one is counted as unparsable, none crashes the run.
     assert manifest["mmssr"]["unparsable_scores_total"] == 2 * feats.n
+    assert manifest["mmssr"]["unparsable_scores"] == {"ocr": feats.n, "spatial": feats.n}
+    examples = manifest["mmssr"]["unparsable_examples"]
+    assert examples and {e["capability"] for e in examples} <= {"ocr", "spatial"}
+    assert set(e["key"] for e in examples) <= set(feats.keys)
+    warning = [r.getMessage() for r in caplog.records if r.name == "mmselect.features.mmssr"]
+    assert len(warning) == 1 and f"ocr: {feats.n}, spatial: {feats.n} of {feats.n}" in warning[0]
+    assert repr(examples[0]["reply"]) in warning[0]
 
 
 def test_user_brought_scores_skip_generation(tmp_path, small_data, mini_images):

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mmselect.errors import DataFormatError, MissingFeaturesError
+from mmselect.errors import DataFormatError, MissingFeaturesError, NonFiniteFeaturesError
 from mmselect.features.store import FeatureSet
 from mmselect.methods import get_method
 from mmselect.methods.mmssr import MMSSR, load_user_scores, mmssr_sample, tie_break_ranks
@@ -90,6 +90,18 @@ def test_smallest_bin_first_and_debt_carried_forward():
     assert set(outcome["bin"][outcome["order"]]) == {"a+t", "b+t"}
 
 
+def test_a_bin_takes_no_more_than_what_is_left_of_the_quota():
+    # Bins by size: a, b, c hold only sample 0 (three styles), d holds samples 1-4. Budget 3 over
+    # 4 bins: one per bin; a takes sample 0, which empties b and c, so their two unused picks
+    # carry to d as debt. Uncapped, d would take 1 + 2 = 3 and the total would be 4.
+    styles = [["a", "b", "c"], ["d"], ["d"], ["d"], ["d"]]
+    features = _features({"x": [5, 4, 3, 2, 1]}, styles, ["s"] * 5)
+    result = get_method("mmssr").select(features, 3)
+    assert result.n_selected == 3
+    assert result.order.tolist() == [0, 1, 2]
+    assert result.values["mmssr_bin"][[0, 1, 2]].tolist() == ["a+s", "d+s", "d+s"]
+
+
 def test_bins_are_style_plus_source():
     # Same style, two sources -> two bins, served evenly although source s1 has the better scores.
     n = 8
@@ -146,9 +158,27 @@ def test_dry_capabilities_stop_cleanly_and_fill_by_best_score():
 
 
 def test_empty_pool_from_the_start_does_not_crash():
-    features = _features({"a": [np.nan] * 4}, [["s"]] * 4, ["t"] * 4)
+    # every score at the threshold: no pool, the fill rule alone meets the budget
+    features = _features({"a": [0.0, 0.0, np.nan, 0.0]}, [["s"]] * 4, ["t"] * 4)
     result = MMSSR().select(features, 2)
     assert result.n_selected == 2 and result.info["filled"] == 2 and result.info["rounds"] == 1
+
+
+def test_no_parsable_score_at_all_is_refused():
+    features = _features({"a": [np.nan] * 4, "b": [np.nan] * 4}, [["s"]] * 4, ["t"] * 4)
+    for fill in ("max-score", "random", "none"):
+        with pytest.raises(NonFiniteFeaturesError, match="every score is NaN.*score_a, score_b.*4 samples"):
+            MMSSR(fill=fill).select(features, 2)
+
+
+def test_many_unparsable_scores_warn_with_the_count(caplog):
+    # capability b: 2 of 4 NaN (50 % > 10 %); a: 1 of 4 (25 %) is under warn_unparsable=0.3
+    features = _features({"a": [3, np.nan, 2, 1], "b": [np.nan, 4, np.nan, 1]}, [["s"]] * 4, ["t"] * 4)
+    with caplog.at_level("WARNING", logger="mmselect.methods.mmssr"):
+        result = MMSSR(warn_unparsable=0.3).select(features, 2)
+    assert result.info["unparsable_scores"] == {"a": 1, "b": 2}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "b: 2 of 4 samples" in warnings[0] and "a:" not in warnings[0]
 
 
 def test_tie_break_is_seeded_recorded_and_independent_of_row_order():

@@ -3,6 +3,7 @@ styler model (prompts, generation and parsing in :mod:`.mmssr_scoring`)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 import numpy as np
@@ -11,6 +12,12 @@ from .context import ExtractionContext
 from .registry import Feature, FeatureOption, FeatureOutput
 from .shards import ExtractionOutput, JsonCodec, ShardIndex, ShardStore, plan_shards, shard_name
 from .work import ModelWork
+
+log = logging.getLogger("mmselect.features.mmssr")
+
+#: Above this share of unparsable score replies the extraction warns, with example replies.
+UNPARSABLE_WARNING_SHARE = 0.1
+EXAMPLES_PER_SHARD = 3
 
 
 class MMSSRWork(ModelWork):
@@ -44,8 +51,14 @@ class MMSSRWork(ModelWork):
             batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=False,
         )
         advance(len(shard))
+        examples = [
+            {"key": shard[i].key, "capability": name, "reply": result.replies[name][i]}
+            for name in self.capabilities
+            for i in np.flatnonzero(np.isnan(result.columns[f"score_{name}"]))
+        ][:EXAMPLES_PER_SHARD]
         return ExtractionOutput([s.key for s in shard], result.columns,
-                                info={"image_errors": int(result.stats.get("image_errors", 0))})
+                                info={"image_errors": int(result.stats.get("image_errors", 0)),
+                                      "unparsable_examples": examples})
 
 
 class MMSSRScoresFeature(Feature):
@@ -98,12 +111,29 @@ class MMSSRScoresFeature(Feature):
         index = ShardIndex(outputs)
         columns = index.columns([s.key for s in samples])
         # Counted over every shard, read back ones included, so the numbers hold after a resume.
+        unparsable = {name: int(np.isnan(columns[f"score_{name}"]).sum()) for name in caps}
+        examples = [e for output in outputs for e in output.info.get("unparsable_examples", [])][:5]
         stats: dict[str, Any] = {
-            "unparsable_scores_total": int(sum(np.isnan(v).sum() for k, v in columns.items() if k.startswith("score_"))),
+            "unparsable_scores": unparsable,
+            "unparsable_scores_total": int(sum(unparsable.values())),
+            "unparsable_examples": examples,
             "styles_empty": int(sum(1 for v in columns.get("styles", []) if not v)),
-            "image_errors": int(index.summed_info().get("image_errors", 0)),
+            "image_errors": int(sum(output.info.get("image_errors", 0) for output in outputs)),
         }
+        _warn_unparsable(unparsable, len(samples), examples)
         return FeatureOutput(columns=columns, info={"mmssr": {"capabilities": caps, **stats}})
+
+
+def _warn_unparsable(unparsable: dict[str, int], n: int, examples: list[dict[str, Any]]) -> None:
+    heavy = {name: count for name, count in unparsable.items() if n and count / n > UNPARSABLE_WARNING_SHARE}
+    if not heavy:
+        return
+    log.warning(
+        "mmssr-scores: the scorer's reply is not a score 0-5 for more than %.0f%% of the samples (%s of %d); "
+        "those scores are NaN. Example replies: %s. Check the scorer model (released: mengyaolyu/mmssr-7b-scorer).",
+        100 * UNPARSABLE_WARNING_SHARE, ", ".join(f"{name}: {count}" for name, count in heavy.items()), n,
+        "; ".join(f"{e['capability']} {e['key']}: {e['reply']!r}" for e in examples) or "none kept",
+    )
 
 
 __all__ = ["MMSSRScoresFeature", "MMSSRWork"]

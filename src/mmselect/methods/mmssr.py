@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, MissingFeaturesError
+from ..errors import ConfigError, MissingFeaturesError, NonFiniteFeaturesError
 from ..features.store import FeatureSet
 from ..features.user_scores import as_style_list as _as_style_list
 from ..features.user_scores import load_user_scores  # noqa: F401 (moved to the features layer; public here too)
@@ -28,6 +29,8 @@ SCORE_PREFIX = "score_"
 STYLES_COLUMN = "styles"
 PRODUCED_BY = "mmssr-scores"
 FILL_RULES = ("max-score", "random", "none")
+
+log = logging.getLogger("mmselect.methods.mmssr")
 
 
 class MMSSR(SelectionMethod):
@@ -58,6 +61,12 @@ class MMSSR(SelectionMethod):
         unselected samples with the highest score over the listed capabilities (NaN lowest), ties
         by the seeded tie-break. ``"random"``: seeded tie-break order only. ``"none"``: stop short
         and report ``info["budget_shortfall"]``.
+    warn_unparsable : float
+        A capability whose share of NaN scores (replies the scorer gave that are not a score 0-5)
+        is above this fraction is reported by a warning and in ``info["unparsable_scores"]``
+        (default 0.1). When every score of every listed capability is NaN the method refuses to
+        select (:class:`~mmselect.errors.NonFiniteFeaturesError`): the selection would be made by
+        the fill rule alone.
 
     Official behaviour (github.com/lyumengyao/mmssr ``llava/select/mmssr.py``), reproduced exactly:
 
@@ -68,7 +77,10 @@ class MMSSR(SelectionMethod):
     * Style-balanced rule: bins ``<style>+<source>`` over the pool (a sample with several styles
       sits in several bins), ordered by size ascending (equal sizes: by bin name, the order
       ``pandas.groupby`` gives them); quota per bin ``max(q // #bins, 1)``; unused quota carries to
-      the next bin ("debt"); stop once ``q`` are picked.
+      the next bin ("debt"); stop once ``q`` are picked. A bin's take is capped at what is left
+      of ``q``; the official code has no cap, so when ``q`` is smaller than the number of bins and
+      one pick empties several bins (a sample with several styles sits in several bins), the
+      debt makes it pick more than ``q`` and exceed the budget.
     * Inside a bin, samples for which it is the first style come first (in score order), then those
       for which it is the second style, and so on (the ``melt`` order of the official code).
 
@@ -97,6 +109,8 @@ class MMSSR(SelectionMethod):
         "threshold": Param("only samples scoring above it enter a capability's pool", Interval(float, None, None)),
         "seed": Param("seed of the tie-break between equal scores (None: row order)", Interval(int, None, None), NONE),
         "fill": Param("what fills the budget once every capability has run dry", Choice(*FILL_RULES)),
+        "warn_unparsable": Param("warn about a capability whose share of NaN (unparsable) scores is above this",
+                                 Interval(float, 0, 1)),
     }
 
     def __init__(
@@ -106,11 +120,13 @@ class MMSSR(SelectionMethod):
         threshold: float = 0.0,
         seed: int | None = 0,
         fill: str = "max-score",
+        warn_unparsable: float = 0.1,
     ):
         self.capabilities = capabilities
         self.threshold = threshold
         self.seed = seed
         self.fill = fill
+        self.warn_unparsable = warn_unparsable
 
     def feature_needs(self):
         needs = [FeatureNeed(f"{SCORE_PREFIX}{c}", "column", PRODUCED_BY, finite=False) for c in self._named_caps()]
@@ -143,6 +159,7 @@ class MMSSR(SelectionMethod):
                 f"(produced by `mmselect extract --features {PRODUCED_BY}` or load_user_scores)"
             )
         scores = [np.asarray(features.column(f"{SCORE_PREFIX}{c}"), dtype=float) for c in caps]
+        unparsable = self._check_unparsable(caps, scores, features.n)
         styles = [_as_style_list(v) for v in features.column(STYLES_COLUMN)]
         tie = tie_break_ranks(features.keys, self.seed)
         outcome = mmssr_sample(
@@ -159,6 +176,7 @@ class MMSSR(SelectionMethod):
         max_score = np.where(np.isnan(stacked).all(axis=0), np.nan, best)
         info = outcome["info"]
         info.update({"seed": self.seed, "fill": self.fill, "threshold": float(self.threshold)})
+        info["unparsable_scores"] = unparsable
         info["tie_break"] = (
             "row order" if self.seed is None else f"blake2b hash of the sample key keyed by seed {self.seed}"
         )
@@ -174,6 +192,28 @@ class MMSSR(SelectionMethod):
             order=np.asarray(outcome["order"], dtype=np.int64),
             info=info,
         )
+
+
+    def _check_unparsable(self, caps: list[str], scores: list[np.ndarray], n: int) -> dict[str, int]:
+        """NaN scores per capability; refuses when there is no score at all, warns above
+        ``warn_unparsable``."""
+        counts = {c: int(np.isnan(s).sum()) for c, s in zip(caps, scores)}
+        if n and all(count == n for count in counts.values()):
+            raise NonFiniteFeaturesError(
+                f"method 'mmssr': every score is NaN ({', '.join(f'score_{c}' for c in caps)}, {n} samples): "
+                "no scorer reply could be read as a score 0-5, so the selection would be made by the fill "
+                "rule alone. Check the scorer (--feature-param mmssr-scores.scorer=..., released: "
+                "mengyaolyu/mmssr-7b-scorer; the extraction log shows example replies) and extract again, "
+                "or bring your own scores (load_user_scores)."
+            )
+        heavy = {c: count for c, count in counts.items() if n and count / n > float(self.warn_unparsable)}
+        if heavy:
+            log.warning(
+                "mmssr: more than %.0f%% of the scores are NaN (unparsable replies) for %s of %d samples; "
+                "those samples never enter that capability's pool",
+                100 * float(self.warn_unparsable), ", ".join(f"{c}: {count}" for c, count in heavy.items()), n,
+            )
+        return counts
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -266,7 +306,10 @@ def _style_balanced_pick(pool: _CapabilityPool, candidate: np.ndarray, q: int, s
         members = samples[starts[b] : starts[b] + counts[b]]
         available = members[~scratch[members]]
         want = per_bin + debt
-        take = min(want, len(available))
+        # Capped at what is left of q: when q < #bins and one pick empties several bins (a
+        # sample sits in one bin per style), the debt would otherwise overshoot q (the official
+        # code then exceeds the budget).
+        take = min(want, len(available), q - total)
         debt = max(want - len(available), 0)
         chosen = available[:take]
         scratch[chosen] = True
