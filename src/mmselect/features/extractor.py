@@ -191,7 +191,7 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 def extract_shard(extractor: Extractor, shard: list[Sample], progress=None) -> ExtractionOutput:
     rejected: list[dict[str, Any]] = []
     # The full view always runs: it decodes every image and counts tokens, even with no feature.
-    views = ["full"] + sorted({f.view for f in extractor.features} - {"full", "pairs"})
+    views = ["full"] + sorted({f.view for f in extractor.features} - {"full"})
     per_view: dict[str, tuple[list[str], dict[str, np.ndarray]]] = {}
     for view in views:
         saved_features = extractor.features

@@ -35,11 +35,8 @@ class HookFeature(Feature):
     shared_pass = MAIN_PASS
 
     def run(self, samples: Sequence, context: ExtractionContext) -> FeatureOutput:
+        """This feature alone; the engine runs every hook feature in one :func:`main_pass` instead."""
         return main_pass(samples, [self], context)[0]
-
-    @classmethod
-    def run_shared(cls, features, samples, context):
-        return main_pass(samples, features, context)
 
 
 _OPTIONS = {
@@ -63,7 +60,7 @@ def _hook_feature_class(name: str) -> type[HookFeature]:
     return type(f"HookFeature[{name}]", (HookFeature,), attributes)
 
 
-_HOOK_CLASSES = {name: _hook_feature_class(name) for name in FEATURES if FEATURES[name]().view != "pairs"}
+_HOOK_CLASSES = {name: _hook_feature_class(name) for name in FEATURES}
 globals().update(_HOOK_CLASSES)  # the registry finds each class as mmselect.features.hook_features:<name>
 
 

@@ -1,7 +1,7 @@
 """Feature definitions: which module outputs to capture and how to reduce them on the device.
 
-Each extract option (``--features NAME``) is a :class:`FeatureDef`. The hooks reduce as soon as a
-module has run, so only per-sample vectors and scalars leave the device.
+Each hook feature (registered in :mod:`.hook_features`) is a :class:`FeatureDef` here. The hooks
+reduce as soon as a module has run, so only per-sample vectors and scalars leave the device.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class FeatureDef:
     columns: tuple[str, ...] = ()
     arrays: tuple[str, ...] = ()
     needs_answers: bool = False  # samples without answer tokens are rejected
-    view: str = "full"  # "full" | "answer_only" (IFD) | "pairs" (CLIPPER)
+    view: str = "full"  # "full" | "answer_only" (IFD)
     params: dict[str, Any] = field(default_factory=dict)
 
     def points(self, n_layers: int) -> list[Point]:
@@ -221,7 +221,6 @@ FEATURES: dict[str, Callable[..., FeatureDef]] = {
     "answer_nll": _make(AnswerNLL, "answer_nll", "mean NLL of the answer tokens (perplexity = exp)", columns=["answer_nll"], needs_answers=True),
     "el2n": _make(EL2N, "el2n", "mean L2 norm of softmax - onehot over answer tokens", columns=["el2n"], needs_answers=True),
     "aum": _make(AUM, "aum", "mean margin p(target) - max other p over answer tokens", columns=["aum"], needs_answers=True),
-    "clipper": _make(AnswerNLL, "clipper", "one-shot answer NLL with m demonstrations per query (CLIPPER; params m, pairing, seed)", columns=["icl_answer_nll", "demo_gain"], needs_answers=True, view="pairs"),
     "ifd": _make(AnswerOnlyNLL, "ifd", "mean NLL of the answer tokens without the instruction (for IFD)", columns=["answer_nll_noinstr"], needs_answers=True, view="answer_only"),
 }
 
