@@ -241,6 +241,35 @@ def test_kmeans_helper_reduction_and_sampling():
     np.testing.assert_allclose(centroids[labels[0]], c0 / np.linalg.norm(c0), atol=1e-5)
 
 
+@pytest.mark.parametrize("params", [
+    {"text_only": "as_is", "kmeans_dim": None, "kmeans_points_per_centroid": None},  # the official behaviour
+    {},
+])
+def test_sixty_records_select_the_budget(params):
+    # K = round(60 / 67) = 1: the one centroid has no other cosine to count (0 / 0 officially),
+    # which used to reach the budget split as NaN.
+    x, n_images = _synthetic(n=60, text_fraction=0.2)
+    features = FeatureSet.from_arrays(n=len(x), columns={"n_images": n_images}, arrays={"coincide_embed": x})
+    method = get_method("coincide", n_layers=2, **params).fit(features)
+    for k in (1, 6, 30, 60):
+        result = method.select_budget(k)
+        assert result.n_selected == k
+        assert np.isfinite(result.values["cluster_share"]).all()
+
+
+def test_transferability_without_a_cosine_to_count_is_zero():
+    # one centroid: only its own cosine, which is above the threshold; two near-duplicates: each
+    # sees only cosines above 0.9, while the third centroid counts the two (both 0)
+    np.testing.assert_array_equal(transferability(np.array([[1.0, 2.0]])), [0.0])
+    c = np.array([[1.0, 0.0, 0.0], [1.0, 0.01, 0.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_allclose(transferability(c, 0.9), [0.0, 0.0, 0.0], atol=1e-12)
+    c[2] = [0.5, 0.0, 1.0]  # cosine 0.5 / sqrt(1.25) with the first
+    s = transferability(c, 0.9)
+    cos_02 = 0.5 / np.sqrt(1.25)
+    cos_12 = c[1] @ c[2] / np.linalg.norm(c[1]) / np.linalg.norm(c[2])
+    np.testing.assert_allclose(s, [cos_02, cos_12, (cos_02 + cos_12) / 2], rtol=1e-12)
+
+
 def test_text_only_records_are_clustered_apart():
     x, n_images = _synthetic(text_fraction=0.2, seed=5)
     features = FeatureSet.from_arrays(n=len(x), columns={"n_images": n_images}, arrays={"coincide_embed": x})

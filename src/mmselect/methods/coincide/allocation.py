@@ -11,7 +11,10 @@ def transferability(centroids: np.ndarray, threshold: float = 0.9, block_rows: i
 
     Cosines above ``threshold`` (which always includes C_ii) are zeroed and not counted, as in
     the official ``cluster_transferability.py``. Zero centroids have cosine 0 with everyone.
-    Computed in row blocks (never a K x K matrix).
+    A cluster with no cosine left to count (a single cluster, as small data gives with the default
+    K = N / 67, or one whose every other centroid lies above the threshold) gets 0 where the
+    official code divides 0 by 0 and the NaN then breaks the budget split; with a single cluster
+    the value changes nothing (its share is 1). Computed in row blocks (never a K x K matrix).
     """
     c = np.asarray(centroids, dtype=np.float64)
     norms = np.linalg.norm(c, axis=1, keepdims=True)
@@ -23,8 +26,7 @@ def transferability(centroids: np.ndarray, threshold: float = 0.9, block_rows: i
         keep = sim <= threshold
         counts = keep.sum(axis=1)
         sums = np.where(keep, sim, 0.0).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + len(sim)] = sums / counts
+        out[start : start + len(sim)] = sums / np.maximum(counts, 1)  # no count: sum 0 -> 0
     return out
 
 
