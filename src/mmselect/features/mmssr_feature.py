@@ -90,20 +90,23 @@ class MMSSRScoresFeature(Feature):
         styler = context.model(styler_name) if styler_name else None
         return scorer, styler
 
+    def cache_spec(self, context: ExtractionContext) -> dict[str, Any]:
+        scorer, styler = self._models(context)
+        return {
+            "feature": self.name,
+            "scorer": scorer.describe(),
+            "styler": (styler or scorer).describe(),
+            "capabilities": self._capabilities(),
+            "max_new_tokens": int(self.option("max_new_tokens")),
+        }
+
     def run(self, samples: Sequence, context: ExtractionContext) -> FeatureOutput:
         scorer, styler = self._models(context)
         caps = self._capabilities()
         max_new_tokens = int(self.option("max_new_tokens"))
-        spec = {
-            "feature": self.name,
-            "scorer": scorer.describe(),
-            "styler": (styler or scorer).describe(),
-            "capabilities": caps,
-            "max_new_tokens": max_new_tokens,
-        }
         outputs = context.runner.run_shards(
             plan_shards(samples, context.options.shard_size), name_of=shard_name,
-            store=ShardStore.for_spec(context.cache_dir, "aux-", spec, JsonCodec()),
+            store=ShardStore.for_spec(context.cache_dir, "aux-", self.cache_spec(context), JsonCodec()),
             work=MMSSRWork(scorer, styler, caps, context.options.batch_size, max_new_tokens),
             progress=context.progress, total=len(samples),
             description=f"mmssr scoring ({len(caps)} capabilities + styles)",
