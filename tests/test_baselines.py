@@ -152,6 +152,39 @@ def test_ifd_needs_both_passes():
     assert get_method("ifd").extract_features() == ["answer_nll", "ifd"]
 
 
+# --- length ---------------------------------------------------------------------------------------
+def test_length_ranks_by_response_tokens_by_default():
+    # sample 0: an image record (576 image tokens) with a short answer; sample 1: a text-only
+    # record with a long answer; sample 2: in between on both
+    fs = _features(columns={"n_tokens": np.array([650, 120, 400]), "n_answer_tokens": np.array([8, 60, 30]),
+                            "n_text_chars": np.array([90, 300, 200])})
+    assert _picked(get_method("length").select(fs, 1)) == {1}
+    assert _picked(get_method("length").select(fs, 2)) == {1, 2}
+    assert _picked(get_method("length", by="n_tokens").select(fs, 1)) == {0}
+    assert get_method("length").extract_features() == ["tokens"]
+    with pytest.raises(MissingFeaturesError, match="--features tokens"):
+        get_method("length").select(_features(columns={"n_tokens": np.arange(3)}), 1)
+
+
+def test_tokens_feature_counts_the_answer_tokens(tiny_llava, mini_data, mini_images, tmp_path):
+    from mmselect.data import read_dataset
+    from mmselect.features.encode import encode, load_image
+    from mmselect.features.extract import extract_features
+
+    samples = read_dataset(mini_data, image_root=mini_images).samples[:8]
+    fs, rejected = extract_features(samples, tiny_llava, ["tokens"], cache_dir=tmp_path, batch_size=4, progress=False)
+    assert not rejected and fs.n == 8
+    rendered = [tiny_llava.template.render([s]) for s in samples]
+    batch = encode(tiny_llava, rendered, [[load_image(p) for p in r.image_paths] for r in rendered], 2048)
+    expected = batch.answer[:, 1:].sum(dim=1).numpy()  # the loss targets: answers and their turn ends
+    assert fs.column("n_answer_tokens").tolist() == expected.tolist()
+    assert (fs.column("n_answer_tokens") < fs.column("n_tokens")).all() and expected.min() > 0
+    # the same count as the answer-loss features report
+    with_nll, _ = extract_features(samples, tiny_llava, ["tokens", "answer_nll"], cache_dir=tmp_path / "nll",
+                                   batch_size=4, progress=False)
+    assert with_nll.column("n_answer_tokens").tolist() == expected.tolist()
+
+
 # --- CLIP score -----------------------------------------------------------------------------------
 def test_clip_score_keeps_the_highest_and_ranks_missing_last():
     scores = np.array([0.2, np.nan, 0.5, 0.5, -0.1])

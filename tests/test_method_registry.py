@@ -107,7 +107,7 @@ def test_band_scores_agree_with_the_selection_for_every_budget(band):
 
 def test_select_equals_fit_then_select_budget():
     rng = np.random.default_rng(1)
-    features = FeatureSet.from_arrays(columns={"answer_nll": rng.random(40), "n_tokens": rng.integers(1, 9, 40)})
+    features = FeatureSet.from_arrays(columns={"answer_nll": rng.random(40), "n_answer_tokens": rng.integers(1, 9, 40)})
     for name, params in (("perplexity", {}), ("length", {}), ("random", {"seed": 3})):
         fitted = get_method(name, **params).fit(features)
         for budget in (0.1, 0.25, 7):
@@ -185,4 +185,4 @@ def test_an_impossible_budget_fails_before_the_fit(monkeypatch):
     method = get_method("length")
     monkeypatch.setattr(method, "fit", lambda features: pytest.fail("fit ran"))
     with pytest.raises(BudgetError, match="exceeds"):
-        method.select(FeatureSet.from_arrays(n=5, columns={"n_tokens": np.arange(5)}), 6)
+        method.select(FeatureSet.from_arrays(n=5, columns={"n_answer_tokens": np.arange(5)}), 6)

@@ -174,6 +174,9 @@ class Extractor:
         out = hooked_forward(self.bundle.model, self.layers, self.features, batch)
         values = {k: v.detach().float().cpu().numpy() for k, v in out.items()}
         values["n_tokens"] = batch.attention.sum(dim=1).cpu().numpy()
+        if "n_answer_tokens" not in values and any(f.name == "tokens" for f in self.features):
+            # response length (the loss targets), for the length baseline
+            values["n_answer_tokens"] = batch.answer[:, 1:].sum(dim=1).cpu().numpy()
         rows, rejected = list(range(batch.batch_size)), []
         if any(f.needs_answers for f in self.features):
             answers = batch.answer[:, 1:].sum(dim=1).cpu().numpy()

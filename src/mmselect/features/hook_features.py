@@ -43,7 +43,7 @@ _OPTIONS = {
     "visual_mean": {"layer": FeatureOption(None, "decoder layer to read (default: 1/8 of the depth)")},
     "coincide": {"layers": FeatureOption(None, "decoder layers to read (default: the official 3,7,11,15,19 of 24, scaled to the depth)")},
 }
-_EXTRA_COLUMNS = {"tokens": ("n_tokens",), "answer_nll": ("n_answer_tokens",), "el2n": ("n_answer_tokens",),
+_EXTRA_COLUMNS = {"tokens": ("n_tokens", "n_answer_tokens"), "answer_nll": ("n_answer_tokens",), "el2n": ("n_answer_tokens",),
                   "aum": ("n_answer_tokens",), "ifd": ("n_answer_tokens",)}
 
 

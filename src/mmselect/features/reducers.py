@@ -212,7 +212,7 @@ class TokenCount(FeatureDef):
 
 
 FEATURES: dict[str, Callable[..., FeatureDef]] = {
-    "tokens": _make(TokenCount, "tokens", "token count of the training-format sequence (no forward pass)"),
+    "tokens": _make(TokenCount, "tokens", "token counts of the training-format sequence and of its answers (no forward pass)"),
     "last_token": _make(LastToken, "last_token", "last decoder block output (pre-norm) at the last non-pad token", arrays=["last_token"]),
     "mean_embed": _make(MeanEmbed, "mean_embed", "last decoder block output (pre-norm), mean over non-pad tokens", arrays=["mean_embed"]),
     "spectrum": _make(Spectrum, "spectrum", "singular-value entropy and sigma_1/sum(sigma) of the last block's token matrix", columns=["sve", "sv_top_ratio"]),

@@ -18,7 +18,7 @@ from .base import FeatureNeed, Param, SelectionMethod, SelectionResult, top_k_ma
 # name -> (module:Class, one-line summary)
 _BUILTIN: dict[str, tuple[str, str]] = {
     "random": ("mmselect.methods.random_sample:RandomSelection", "uniform random subset (seeded)"),
-    "length": ("mmselect.methods.length:LengthSelection", "longest conversations first (token count)"),
+    "length": ("mmselect.methods.length:LengthSelection", "longest responses first (answer tokens)"),
     "perplexity": (
         "mmselect.methods.perplexity:PerplexitySelection",
         "keep a low / mid / high band of answer perplexity",
