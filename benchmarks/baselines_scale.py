@@ -2,8 +2,9 @@
 d2-pruning (not a test).
 
 Synthetic features at LLaVA-665K scale: a features directory with ``samples.parquet`` (the score
-columns) and a memory-mapped float16 ``last_token.npy`` of shape (n, d) (``mean_embed.npy`` is a
-hard link to the same file). The rows are clustered: a mean vector, about ``n / 66`` cluster
+columns) and a memory-mapped float16 ``last_token.npy`` of shape (n, d) (``mean_embed.npy``,
+``last_token_final.npy`` and ``mean_embed_final.npy`` are
+hard links to the same file). The rows are clustered: a mean vector, about ``n / 66`` cluster
 centres in a 256-d subspace, within-cluster spread in that subspace, isotropic noise, and 5% near
 duplicates of another row; the scale keeps nearest-neighbour squared distances of order 0.1-1.
 
@@ -74,10 +75,11 @@ def generate(out: Path, n: int, dim: int, seed: int = 0, rank: int = 256) -> Pat
         array[start:stop] = block.astype(np.float16)
     array.flush()
     del array
-    link = out / "mean_embed.npy"
-    if link.exists():
-        link.unlink()
-    os.link(path, link)
+    for name in ("mean_embed", "last_token_final", "mean_embed_final"):  # one synthetic array serves every name
+        link = out / f"{name}.npy"
+        if link.exists():
+            link.unlink()
+        os.link(path, link)
     nll_noinstr = rng.gamma(2.0, 0.6, n)
     clip = rng.normal(0.25, 0.05, n)
     clip[rng.random(n) < 0.1] = np.nan  # text-only records

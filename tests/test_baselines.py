@@ -222,7 +222,7 @@ def test_semdedup_by_hand():
     """Hard order (farthest from the centroid first): A = 1, 2, 0 (cos 0.96, 0.96, 1);
     B = 5, 3, 4 (cos 0.908, 0.978, 0.978). M: 1 -> -1, 2 -> cos(1, 2) = 0.8432, 0 -> 0.96,
     5 -> -1, 3 -> 0.8, 4 -> max(0.8, 1) = 1."""
-    fs = _features(arrays={"last_token": _semdedup_points()})
+    fs = _features(arrays={"last_token_final": _semdedup_points()})
     method = get_method("semdedup", n_clusters=2)
     expected_m = np.array([0.96, -1.0, 0.8432, 0.8, 1.0, -1.0])
     for k, picked, eps, kept in [(3, {1, 5, 3}, 0.2, 3), (4, {1, 5, 3, 2}, 1 - 0.8432, 4), (1, {1}, 2.0, 2)]:
@@ -255,7 +255,7 @@ def test_semdedup_matches_a_brute_force_reference_and_is_deterministic():
     centers = rng.standard_normal((6, 16))
     x = (centers[rng.integers(0, 6, 300)] + 0.4 * rng.standard_normal((300, 16))).astype(np.float16)
     x[50:60] = x[0:10]  # exact duplicates
-    fs = _features(arrays={"last_token": x})
+    fs = _features(arrays={"last_token_final": x})
     method = get_method("semdedup", n_clusters=6)
     a, b = method.select(fs, 0.3), method.select(fs, 0.3)
     assert a.n_selected == 90 and np.array_equal(a.selected, b.selected)
@@ -279,7 +279,7 @@ def test_semdedup_scale_reductions_run_and_report():
     center = rng.standard_normal(40)
     side = rng.integers(0, 2, 400) * 2 - 1  # two antipodal blobs
     x = (side[:, None] * center + 0.3 * rng.standard_normal((400, 40))).astype(np.float16)
-    fs = _features(arrays={"last_token": x})
+    fs = _features(arrays={"last_token_final": x})
     full = get_method("semdedup", n_clusters=2, pca_dim=None, kmeans_max_points=None).select(fs, 100)
     reduced = get_method("semdedup", n_clusters=2, pca_dim=8, kmeans_max_points=200).select(fs, 100)
     assert reduced.info["pca"]["dim"] == 8 and full.info["pca"] is None
@@ -300,8 +300,8 @@ def test_semdedup_cluster_count_scales_with_the_data():
     assert method.resolve_clusters(10) == 1
     assert SemDeDup(n_clusters=50).resolve_clusters(20) == 20
     with pytest.raises(ConfigError):
-        get_method("semdedup", n_clusters=0).select(_features(arrays={"last_token": np.eye(3)}), 1)
-    with pytest.raises(MissingFeaturesError, match="--features last_token"):
+        get_method("semdedup", n_clusters=0).select(_features(arrays={"last_token_final": np.eye(3)}), 1)
+    with pytest.raises(MissingFeaturesError, match="--features last_token_final"):
         get_method("semdedup").select(_features(n=3), 1)
 
 
@@ -315,7 +315,7 @@ def test_d2_pruning_on_a_line_by_hand():
     exp(-ln2 d) = 2^-d. Forward: g = [2+4/2, 4+2/2, 8+4/4, 1+8/8, 2+1/16] = [4, 5, 9, 2, 2.0625].
     Pick 2 (9): g1 -= 9/4 -> 2.75. Pick 0 (4): g1 -= 4/2 -> 0.75. Pick 4 (2.0625):
     g3 -= 2.0625/16 -> 1.87109375. Without reverse passing the second pick would be 1 (5)."""
-    fs = _features(columns={"aum": LINE_SCORES}, arrays={"mean_embed": LINE})
+    fs = _features(columns={"aum": LINE_SCORES}, arrays={"mean_embed_final": LINE})
     method = get_method("d2-pruning", n_neighbors=1, distance="euclidean", forward_gamma=math.log(2), gamma=math.log(2))
     result = method.select(fs, 3)
     assert result.order.tolist() == [2, 0, 4]
@@ -330,7 +330,7 @@ def test_d2_pruning_code_defaults_use_squared_distances():
     dist, index = exact_knn(LINE, 1)
     assert index[:, 0].tolist() == [1, 0, 1, 2, 3]
     assert dist[:, 0].tolist() == [1.0, 1.0, 4.0, 9.0, 16.0]
-    fs = _features(columns={"aum": LINE_SCORES}, arrays={"mean_embed": LINE})
+    fs = _features(columns={"aum": LINE_SCORES}, arrays={"mean_embed_final": LINE})
     result = get_method("d2-pruning", n_neighbors=1).select(fs, 2)
     expected = LINE_SCORES + np.exp(-np.array([1.0, 1.0, 4.0, 9.0, 16.0])) * LINE_SCORES[[1, 0, 1, 2, 3]]
     assert np.allclose(result.values["d2_graph_score"], expected)
@@ -393,7 +393,7 @@ def test_rerank_restores_full_space_neighbours():
         assert all(set(row) == t for row, t in zip(i_r.tolist(), truth))
         assert np.allclose(np.sort(d_r, 1), d_r) and np.all(d_r >= 0)
     # the projection's own neighbours are worse than the re-ranked ones
-    fs = _features(columns={"aum": rng.random(120)}, arrays={"mean_embed": x})
+    fs = _features(columns={"aum": rng.random(120)}, arrays={"mean_embed_final": x})
     plain = get_method("d2-pruning", knn="ivf", pca_dim=4, rerank=None).select(fs, 30)
     fixed = get_method("d2-pruning", knn="ivf", pca_dim=4, rerank=119).select(fs, 30)
     exact = get_method("d2-pruning", knn="exact").select(fs, 30)
@@ -414,7 +414,7 @@ def test_pca_projection_keeps_distances_of_low_rank_data():
 def test_d2_pruning_budget_determinism_and_ivf_path():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((600, 32)).astype(np.float16)
-    fs = _features(columns={"aum": rng.random(600), "el2n": rng.random(600)}, arrays={"mean_embed": x})
+    fs = _features(columns={"aum": rng.random(600), "el2n": rng.random(600)}, arrays={"mean_embed_final": x})
     for params in ({}, {"normalize": True}, {"distance": "cosine"}, {"score": "el2n"}):
         a = get_method("d2-pruning", **params).select(fs, 0.25)
         b = get_method("d2-pruning", **params).select(fs, 0.25)
@@ -426,10 +426,10 @@ def test_d2_pruning_budget_determinism_and_ivf_path():
     reduced = get_method("d2-pruning", normalize=True, knn="ivf", pca_dim=8).select(fs, 150)
     assert reduced.info["pca"]["dim"] == 8 and reduced.n_selected == 150
     with pytest.raises(MissingFeaturesError, match="--features aum"):
-        get_method("d2-pruning").select(_features(arrays={"mean_embed": x}), 1)
+        get_method("d2-pruning").select(_features(arrays={"mean_embed_final": x}), 1)
 
 
 def test_d2_pruning_refuses_nan_scores():
-    fs = _features(columns={"aum": np.array([0.1, np.nan, 0.3])}, arrays={"mean_embed": np.eye(3)})
+    fs = _features(columns={"aum": np.array([0.1, np.nan, 0.3])}, arrays={"mean_embed_final": np.eye(3)})
     with pytest.raises(NonFiniteFeaturesError):
         get_method("d2-pruning").select(fs, 1)

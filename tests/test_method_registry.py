@@ -139,7 +139,7 @@ def test_fitted_methods_sweep_budgets_like_fresh_selections(name, params):
             "aum": rng.random(n), "n_images": (rng.random(n) > 0.1).astype(int), "el2n": rng.random(n),
             "answer_nll": rng.random(n), "answer_nll_noinstr": rng.random(n),
         },
-        arrays={"last_token": x.astype(np.float32), "mean_embed": x.astype(np.float32), "visual_mean": x},
+        arrays={"last_token_final": x.astype(np.float32), "mean_embed_final": x.astype(np.float32), "visual_mean": x},
     )
     fitted = get_method(name, **params).fit(features)
     for budget in (0.1, 0.15, 0.2, 0.1):

@@ -42,6 +42,9 @@ class HookFeature(Feature):
 _OPTIONS = {
     "visual_mean": {"layer": FeatureOption(None, "decoder layer to read (default: 1/8 of the depth)")},
     "coincide": {"layers": FeatureOption(None, "decoder layers to read (default: the official 3,7,11,15,19 of 24, scaled to the depth)")},
+    **{name: {"layer": FeatureOption("last", "hidden states read: last (the last block's output, before the final norm), "
+                                             "penultimate (the block before it), final (after the final norm) or a block index")}
+       for name in ("spectrum", "last_token", "mean_embed")},
 }
 _EXTRA_COLUMNS = {"tokens": ("n_tokens", "n_answer_tokens"), "answer_nll": ("n_answer_tokens",), "el2n": ("n_answer_tokens",),
                   "aum": ("n_answer_tokens",), "ifd": ("n_answer_tokens",)}

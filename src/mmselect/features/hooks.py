@@ -88,11 +88,16 @@ def hooked_forward(model, layers, features: list[FeatureDef], batch: EncodedBatc
             except StopForward:
                 final_hidden = None
             if needs_final:
-                wanted = {f.stat for f in by_point[("final", None)]}
-                stats = answer_token_stats(final_hidden, batch, model, wanted)
-                for feature in by_point[("final", None)]:
-                    out[feature.columns[0]] = stats[feature.stat]
-                out["n_answer_tokens"] = stats["n_answer_tokens"]
+                final_features = by_point[("final", None)]
+                stat_features = [f for f in final_features if hasattr(f, "stat")]
+                if stat_features:
+                    stats = answer_token_stats(final_hidden, batch, model, {f.stat for f in stat_features})
+                    for feature in stat_features:
+                        out[feature.columns[0]] = stats[feature.stat]
+                    out["n_answer_tokens"] = stats["n_answer_tokens"]
+                for feature in final_features:  # hidden-state reductions after the final norm
+                    if not hasattr(feature, "stat"):
+                        feature.reduce(("final", None), final_hidden, batch, out, model)
     finally:
         for handle in handles:
             handle.remove()

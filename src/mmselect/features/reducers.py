@@ -48,22 +48,61 @@ def _last_positions(attention: torch.Tensor) -> torch.Tensor:
     return torch.where(attention, positions, torch.full_like(positions, -1)).max(dim=1).values
 
 
+#: Values of the ``layer`` option of the last-layer features (an integer block index is allowed too).
+LAYER_CHOICES = ("last", "penultimate", "final")
+
+
+def layer_point(layer: Any, n_layers: int) -> Point:
+    """The capture point a ``layer`` option names: ``"last"`` the output of the last decoder block
+    (before the final norm), ``"penultimate"`` the output of the block before it, ``"final"`` the
+    hidden state after the final norm (``hidden_states[-1]`` of transformers), an integer ``i``
+    the output of block ``i`` (negative: counted from the end)."""
+    from ..errors import ConfigError
+
+    if layer is None or layer == "last":
+        return ("block", n_layers - 1)
+    if layer == "penultimate":
+        return ("block", max(0, n_layers - 2))
+    if layer == "final":
+        return ("final", None)
+    if isinstance(layer, int) and not isinstance(layer, bool) and -n_layers <= layer < n_layers:
+        return ("block", layer % n_layers)
+    raise ConfigError(
+        f"layer={layer!r} is not one of {', '.join(LAYER_CHOICES)} or a block index in [-{n_layers}, {n_layers - 1}]"
+    )
+
+
 class LastBlockFeature(FeatureDef):
-    """Reductions of the last decoder block's output, before the final norm."""
+    """Reductions of one layer's hidden states: by default the last decoder block's output, before
+    the final norm; the ``layer`` option names another (see :func:`layer_point`)."""
+
+    default_layer = "last"
 
     def points(self, n_layers):
-        return [("block", n_layers - 1)]
+        return [layer_point(self.params.get("layer", self.default_layer), n_layers)]
 
 
 class LastToken(LastBlockFeature):
     def reduce(self, point, hidden, batch, out, model):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        out["last_token"] = hidden[rows, _last_positions(batch.attention)].float()
+        out[self.arrays[0]] = hidden[rows, _last_positions(batch.attention)].float()
 
 
 class MeanEmbed(LastBlockFeature):
     def reduce(self, point, hidden, batch, out, model):
-        out["mean_embed"] = _masked_mean(hidden, batch.attention)
+        out[self.arrays[0]] = _masked_mean(hidden, batch.attention)
+
+
+class FinalLastToken(LastToken):
+    """The last token's hidden state after the final norm."""
+
+    default_layer = "final"
+
+
+class FinalMeanEmbed(MeanEmbed):
+    """The mean over tokens of the hidden states after the final norm."""
+
+    default_layer = "final"
 
 
 class Spectrum(LastBlockFeature):
@@ -215,6 +254,8 @@ FEATURES: dict[str, Callable[..., FeatureDef]] = {
     "tokens": _make(TokenCount, "tokens", "token counts of the training-format sequence and of its answers (no forward pass)"),
     "last_token": _make(LastToken, "last_token", "last decoder block output (pre-norm) at the last non-pad token", arrays=["last_token"]),
     "mean_embed": _make(MeanEmbed, "mean_embed", "last decoder block output (pre-norm), mean over non-pad tokens", arrays=["mean_embed"]),
+    "last_token_final": _make(FinalLastToken, "last_token_final", "hidden state after the final norm at the last non-pad token (SemDeDup)", arrays=["last_token_final"]),
+    "mean_embed_final": _make(FinalMeanEmbed, "mean_embed_final", "hidden state after the final norm, mean over non-pad tokens (D2-Pruning)", arrays=["mean_embed_final"]),
     "spectrum": _make(Spectrum, "spectrum", "singular-value entropy and sigma_1/sum(sigma) of the last block's token matrix", columns=["sve", "sv_top_ratio"]),
     "visual_mean": _make(VisualMean, "visual_mean", "mean of the image tokens' hidden states at a shallow layer (PRISM)", arrays=["visual_mean"]),
     "coincide": _make(CoincideEmbed, "coincide", "o_proj image/text means over several layers, tanh + L2 (COINCIDE)", arrays=["coincide_embed"]),

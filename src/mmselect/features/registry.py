@@ -86,7 +86,8 @@ class Feature:
 # name -> "module:attribute" of the Feature class
 _BUILTIN: dict[str, str] = {
     **{name: f"mmselect.features.hook_features:{name}" for name in (
-        "tokens", "last_token", "mean_embed", "spectrum", "visual_mean", "coincide", "answer_nll", "el2n", "aum", "ifd",
+        "tokens", "last_token", "mean_embed", "last_token_final", "mean_embed_final", "spectrum", "visual_mean",
+        "coincide", "answer_nll", "el2n", "aum", "ifd",
     )},
     "clipper": "mmselect.features.clipper_pass:ClipperFeature",
     "clip_score": "mmselect.features.clip_feature:ClipScoreFeature",

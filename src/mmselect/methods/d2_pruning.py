@@ -31,7 +31,8 @@ from .base import (
 )
 
 EXACT_WORK_LIMIT = 4e12  # n * n * d below which knn="auto" searches exactly (about a minute on 2 cores)
-_PRODUCERS = {"last_token": "last_token", "mean_embed": "mean_embed", "aum": "aum", "el2n": "el2n",
+_PRODUCERS = {"last_token": "last_token", "mean_embed": "mean_embed", "last_token_final": "last_token_final",
+              "mean_embed_final": "mean_embed_final", "aum": "aum", "el2n": "el2n",
               "answer_nll": "answer_nll", "clip_score": "clip_score"}
 
 
@@ -234,8 +235,11 @@ class D2Pruning(SelectionMethod):
 
     Parameters
     ----------
-    embedding : str, default ``"mean_embed"``
-        Array for the graph [code: mean-pooled last-layer embedding of TinyLLaVA].
+    embedding : str, default ``"mean_embed_final"``
+        Array for the graph. The default is the mean over tokens of the hidden states after the
+        final norm (``--features mean_embed_final``), what the reference reads as the last
+        layer's output (``hidden_states[-1]`` of transformers) [code: mean-pooled last-layer
+        embedding of TinyLLaVA]. ``"mean_embed"`` is the same mean before the final norm.
     score : str, default ``"aum"``
         Column with the node scores (higher = preferred) [code: AUM margin, "higher = easier,
         like CLIP-score"]; e.g. ``"el2n"`` to favour hard samples.
@@ -274,7 +278,7 @@ class D2Pruning(SelectionMethod):
     seed : int, default 0
         PCA sample and IVF training seed.
 
-    Features: array ``embedding`` (``--features mean_embed``) and column ``score``
+    Features: array ``embedding`` (``--features mean_embed_final``) and column ``score``
     (``--features aum``).
     """
 
@@ -300,7 +304,7 @@ class D2Pruning(SelectionMethod):
     def __init__(
         self,
         *,
-        embedding: str = "mean_embed",
+        embedding: str = "mean_embed_final",
         score: str = "aum",
         n_neighbors: int = 5,
         gamma: float = 0.4,

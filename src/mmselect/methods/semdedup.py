@@ -110,8 +110,12 @@ class SemDeDup(SelectionMethod):
 
     Parameters
     ----------
-    embedding : str, default ``"last_token"``
-        Array to use [code: TinyLLaVA last-layer last-token embedding].
+    embedding : str, default ``"last_token_final"``
+        Array to use. The default is the last token's hidden state after the final norm
+        (``--features last_token_final``), what the reference reads as the last layer's
+        embedding (``hidden_states[-1]`` of transformers) [code: TinyLLaVA last-layer last-token
+        embedding]. ``"last_token"`` is the last block's output before the final norm (the
+        DataTailor feature).
     n_clusters : int or None, default None
         ``None`` scales COINCIDE's K=10,000 for LLaVA-665K with the data:
         ``max(1, round(n * 10000 / 665298))``, about 66 samples per cluster [code, scaled].
@@ -134,7 +138,7 @@ class SemDeDup(SelectionMethod):
     kmeans_backend : {"auto", "faiss", "sklearn"}, default ``"auto"``
         k-means implementation (faiss when installed).
 
-    Feature: array ``embedding`` (``mmselect extract --features last_token`` for the default).
+    Feature: array ``embedding`` (``mmselect extract --features last_token_final`` for the default).
     """
 
     summary = "k-means + within-cluster cosine dedup, eps searched for the budget"
@@ -154,7 +158,7 @@ class SemDeDup(SelectionMethod):
     def __init__(
         self,
         *,
-        embedding: str = "last_token",
+        embedding: str = "last_token_final",
         n_clusters: int | None = None,
         niter: int = 50,
         seed: int = 1234,
@@ -173,7 +177,8 @@ class SemDeDup(SelectionMethod):
         self.kmeans_backend = kmeans_backend
 
     def feature_needs(self):
-        produced_by = self.embedding if self.embedding in ("last_token", "mean_embed") else None
+        produced = ("last_token", "mean_embed", "last_token_final", "mean_embed_final")
+        produced_by = self.embedding if self.embedding in produced else None
         return [FeatureNeed(self.embedding, "array", produced_by)]
 
     def resolve_clusters(self, n: int) -> int:
