@@ -89,7 +89,9 @@ class DataTailor(SelectionMethod):
         dSSE > lam dSSE_max, i.e. a height cut at ``sqrt(lam) x`` the root height.
     uniqueness : {"official", "paper"}
         ``"official"``: ``sum_j D_ij I_j`` divided by the cluster's mean pairwise distance
-        (diagonal zeros counted). ``"paper"`` (paper-literal): ``sum_{j != i} D_ij I_j / sum_{k in C} I_k``.
+        (diagonal zeros counted). ``"paper"`` (paper-literal): ``sum_{j != i} D_ij I_j / sum_{k in C} I_k``,
+        divided by the cluster's mean intra-cluster distance as the appendix does (the official value
+        divided by the cluster's mean informativeness; it does not change when a cluster is scaled).
     representativeness : {"official", "paper"}
         ``"official"``: ``tau_C I_i``. ``"paper"`` (paper-literal): ``tau_C I_i / sum_{k in C} I_k``.
     normalize : {"rank", "minmax"}
