@@ -298,3 +298,18 @@ def test_load_user_scores_errors(tmp_path):
     path.write_text(json.dumps({"id": "a", "score_a": 1}) + "\n")
     with pytest.raises(DataFormatError, match="'key' or a 'position'"):
         load_user_scores(path, ["a"])
+
+
+def test_user_scores_by_position_follow_record_positions_not_feature_rows(tmp_path):
+    # record 1 was rejected: the features hold records 0, 2, 3 in rows 0, 1, 2
+    features = FeatureSet.from_arrays(
+        keys=["0000000-aa", "0000002-bb", "0000003-cc"], columns={"position": np.array([0, 2, 3])}
+    )
+    path = tmp_path / "s.jsonl"
+    rows = [{"position": p, "score_ocr": float(p * 10)} for p in range(4)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    columns = load_user_scores(path, features)
+    assert columns["score_ocr"].tolist() == [0.0, 20.0, 30.0]  # not [0, 10, 20]
+    # without a position column, the position comes from the sample key
+    keys_only = FeatureSet.from_arrays(keys=["0000000-aa", "0000002-bb", "0000003-cc"])
+    assert load_user_scores(path, keys_only)["score_ocr"].tolist() == [0.0, 20.0, 30.0]

@@ -202,3 +202,10 @@ def test_markdown_report_diagnostics_are_tables(tmp_path):
     assert "| source | k-means |" in text and "| group | n |\n|---|---|\n| image | 4 |" in text
     assert "100 values: min 0, median 49.5, max 99" in text
     assert "| image not found | 1 |" in text
+
+
+def test_numbers_on_the_page_include_infinities():
+    from mmselect.report.page import number
+
+    assert number(float("inf")) == "∞" and number(float("-inf")) == "−∞"
+    assert number(float("nan")) == "NaN" and number(2.0) == "2" and number(1234567.0) == "1,234,567"

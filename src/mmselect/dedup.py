@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,6 +63,15 @@ def _source_order(features: FeatureSet) -> np.ndarray:
     if features.has_column("position"):
         return np.argsort(np.asarray(features.column("position"), dtype=np.int64), kind="stable")
     return np.arange(features.n)
+
+
+def guard_features(mode: str, embedding: str | None, names: list[str]) -> list[str]:
+    """Features to extract besides ``names`` so that the guard has its embedding."""
+    if mode != "near":
+        return []
+    if embedding is not None:
+        return [] if embedding in names else [embedding]
+    return [] if any(name in names for name in NEAR_EMBEDDINGS) else [NEAR_EMBEDDINGS[0]]
 
 
 def pick_embedding(features: FeatureSet, embedding: str | None) -> str:
@@ -180,4 +190,68 @@ def _greedy_within(array: np.ndarray, rows: np.ndarray, threshold: float) -> dic
     return found
 
 
-__all__ = ["DEDUP_MODES", "DEFAULT_NEAR_THRESHOLD", "DuplicateGuard", "find_duplicates"]
+
+
+def pool_features(features: FeatureSet, guard: DuplicateGuard, arrays: list[str], scratch: Path) -> FeatureSet:
+    """The rows the guard kept, with the ``arrays`` a method reads. A memory-mapped array is copied
+    block by block into a memory-mapped file under ``scratch`` (bounded memory at any scale)."""
+    rows = np.flatnonzero(guard.kept)
+    if len(rows) == features.n:
+        return features
+    columns = {name: features.column(name)[rows] for name in features.column_names}
+    pooled = {}
+    for name in arrays:
+        if not features.has_array(name):
+            continue  # the method reports what is missing
+        source = features.array(name)
+        if isinstance(source, np.memmap) or getattr(source, "filename", None):
+            scratch.mkdir(parents=True, exist_ok=True)
+            target = np.lib.format.open_memmap(scratch / f"{name}.npy", mode="w+", dtype=source.dtype,
+                                               shape=(len(rows), source.shape[1]))
+            for start in range(0, len(rows), 16_384):
+                block = rows[start:start + 16_384]
+                target[start:start + len(block)] = source[block]
+            target.flush()
+            pooled[name] = np.load(scratch / f"{name}.npy", mmap_mode="r")
+        else:
+            pooled[name] = np.asarray(source[rows])
+    return FeatureSet(columns, pooled, features.manifest, root=features.root)
+
+
+def expand_to_all_rows(result, guard: DuplicateGuard):
+    """A :class:`SelectionResult` over the kept rows, as one over every row: duplicates are not
+    selected, have no score (NaN) and carry ``duplicate_of``."""
+    from .methods.base import SelectionResult
+
+    kept = np.flatnonzero(guard.kept)
+    n = len(guard.kept)
+    if len(kept) == n:
+        values = dict(result.values)
+    else:
+        selected = np.zeros(n, dtype=bool)
+        selected[kept] = result.selected
+        scores = np.full(n, np.nan)
+        scores[kept] = result.scores
+        values = {}
+        for name, column in result.values.items():
+            column = np.asarray(column)
+            if column.ndim != 1 or len(column) != len(kept):
+                continue
+            if column.dtype.kind in "fc":
+                full = np.full(n, np.nan, dtype=column.dtype)
+            elif column.dtype.kind in "iub":
+                full = np.full(n, -1 if column.dtype.kind == "i" else 0, dtype=column.dtype)
+            else:
+                full = np.full(n, None, dtype=object)
+            full[kept] = column
+            values[name] = full
+        order = None if result.order is None else kept[np.asarray(result.order, dtype=np.int64)]
+        result = SelectionResult(selected=selected, scores=scores, values=values, order=order, info=result.info)
+    if guard.mode != "none":
+        values["duplicate_of"] = np.asarray([v or None for v in guard.duplicate_of], dtype=object)
+        result.values = values
+    return result
+
+
+__all__ = ["DEDUP_MODES", "DEFAULT_NEAR_THRESHOLD", "DuplicateGuard", "expand_to_all_rows", "find_duplicates", "guard_features",
+           "pool_features"]

@@ -5,11 +5,14 @@ Hugging Face parquet dataset (TRL).
 byte as the input had it; the formats here rebuild each selected record from its parsed turns and
 images, so fields a trainer does not read (``id`` aside) are dropped. Image paths are written
 absolute (resolved under ``--image-root``), so the file works from any directory: LLaMA-Factory and
-ms-swift use an absolute path as it is, without ``media_dir``.
+ms-swift use an absolute path as it is, without ``media_dir``. Images that are not local files
+(bytes embedded in parquet rows, as LLaVA-OneVision-Data ships them, or fsspec URLs) are written to
+``OUT/images/<key>-<n>.<ext>`` for the JSON formats and embedded as bytes in the ``hf`` format.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterable
@@ -22,9 +25,38 @@ LLAMA_FACTORY_NAME = "mmselect_subset"
 _LLAVA_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}
 
 
-def _image_paths(sample: Sample) -> list[str]:
-    paths = sample.image_paths or sample.images
-    return [str(Path(p).resolve()) if Path(p).exists() else str(p) for p in paths]
+def _image_paths(sample: Sample, media: "_Media | None" = None) -> list[str]:
+    """Absolute paths of the sample's images; images that are not local files (bytes in a
+    parquet row, an fsspec URL) are written under ``media`` first."""
+    paths = []
+    for i, ref in enumerate(sample.image_paths or sample.images):
+        if Path(ref).is_file():
+            paths.append(str(Path(ref).resolve()))
+        elif media is not None:
+            paths.append(media.write(sample, i, ref))
+        else:
+            paths.append(str(ref))
+    return paths
+
+
+class _Media:
+    """Images that are not local files, written once under ``OUT/images``."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def write(self, sample: Sample, index: int, ref: str) -> str:
+        from PIL import Image
+
+        from .data.images import read_image_bytes
+
+        data = read_image_bytes(ref)
+        with Image.open(io.BytesIO(data)) as image:
+            suffix = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}.get(image.format or "", ".img")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{sample.key}-{index}{suffix}"
+        path.write_bytes(data)
+        return str(path.resolve())
 
 
 def _with_placeholders(sample: Sample) -> list[tuple[str, str]]:
@@ -39,9 +71,9 @@ def _with_placeholders(sample: Sample) -> list[tuple[str, str]]:
     return turns
 
 
-def llava_record(sample: Sample) -> dict[str, Any]:
+def llava_record(sample: Sample, media: _Media | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"id": sample.id if sample.id is not None else sample.key}
-    images = _image_paths(sample)
+    images = _image_paths(sample, media)
     if len(images) == 1:
         record["image"] = images[0]
     elif images:
@@ -50,9 +82,9 @@ def llava_record(sample: Sample) -> dict[str, Any]:
     return record
 
 
-def sharegpt_record(sample: Sample) -> dict[str, Any]:
+def sharegpt_record(sample: Sample, media: _Media | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"messages": [{"role": role, "content": text} for role, text in _with_placeholders(sample)]}
-    images = _image_paths(sample)
+    images = _image_paths(sample, media)
     if images:
         record["images"] = images
     return record
@@ -91,11 +123,11 @@ def write_trainer_subset(samples: Iterable[Sample], out_dir: Path, export_format
     out_dir = Path(out_dir)
     if export_format == "llava-json":
         path = out_dir / "subset.llava.json"
-        _write_json_array(path, (llava_record(s) for s in samples))
+        _write_json_array(path, (llava_record(s, _Media(out_dir / "images")) for s in samples))
         return [path]
     if export_format == "sharegpt":
         path = out_dir / "subset.sharegpt.json"
-        _write_json_array(path, (sharegpt_record(s) for s in samples))
+        _write_json_array(path, (sharegpt_record(s, _Media(out_dir / "images")) for s in samples))
         info = out_dir / "dataset_info.json"
         info.write_text(json.dumps({LLAMA_FACTORY_NAME: llama_factory_entry(path.name)}, indent=2) + "\n")
         return [path, info]
@@ -117,6 +149,8 @@ def _write_hf_parquet(samples: list[Sample], path: Path) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .data.images import read_image_bytes
+
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     part_type = pa.struct([("type", pa.string()), ("text", pa.string())])
     message_type = pa.struct([("role", pa.string()), ("content", pa.list_(part_type))])
@@ -126,7 +160,8 @@ def _write_hf_parquet(samples: list[Sample], path: Path) -> Path:
             {"role": m["role"], "content": [{"type": p["type"], "text": p.get("text")} for p in m["content"]]}
             for m in content_list_messages(sample)
         ])
-        images.append([{"bytes": Path(p).read_bytes(), "path": Path(p).name} for p in _image_paths(sample)])
+        images.append([{"bytes": read_image_bytes(ref), "path": Path(str(ref)).name}
+                       for ref in (sample.image_paths or sample.images)])
     features = {
         "messages": [{"role": {"dtype": "string", "_type": "Value"},
                       "content": [{"type": {"dtype": "string", "_type": "Value"},

@@ -117,8 +117,9 @@ def load_user_scores(
         id_field = "key"
         index_of = {key: i for i, key in enumerate(keys)}
     elif "position" in fields:
+        # record positions in the dataset, not feature rows: with rejected records they differ
         id_field = "position"
-        index_of = None
+        index_of = _rows_by_position(features_or_keys, keys)
     else:
         raise DataFormatError(f"{path}: needs a 'key' or a 'position' column to match rows to samples")
     score_fields = [f for f in fields if f.startswith(SCORE_PREFIX)]
@@ -136,11 +137,12 @@ def load_user_scores(
                 raise DataFormatError(f"{path}: row {line_no}: key {ident!r} is not a sample of this dataset")
         else:
             try:
-                i = int(ident)
+                position = int(ident)
             except (TypeError, ValueError):
                 raise DataFormatError(f"{path}: row {line_no}: invalid position {ident!r}") from None
-            if not 0 <= i < n:
-                raise DataFormatError(f"{path}: row {line_no}: position {i} outside [0, {n})")
+            i = index_of.get(position)
+            if i is None:
+                continue  # a record without features here (rejected): its scores are not needed
         if seen[i]:
             raise DataFormatError(f"{path}: row {line_no}: sample {keys[i]!r} appears twice")
         seen[i] = True
@@ -151,17 +153,32 @@ def load_user_scores(
     if not allow_missing and not seen.all():
         missing = [keys[i] for i in np.flatnonzero(~seen)[:10]]
         raise DataFormatError(
-            f"{path}: {int((~seen).sum())} sample(s) have no row, e.g. {missing} (pass allow_missing=True to "
-            "give them NaN scores)"
+            f"{path}: {int((~seen).sum())} sample(s) have no row, e.g. {missing} (--allow-missing-scores, "
+            "in Python allow_missing=True, gives them NaN scores)"
         )
     if STYLES_COLUMN in fields:
         columns[STYLES_COLUMN] = styles
     return columns
 
 
-def merge_user_scores(features: FeatureSet, path: str | Path) -> FeatureSet:
+def merge_user_scores(features: FeatureSet, path: str | Path, *, allow_missing: bool = False) -> FeatureSet:
     """``features`` with the columns of the scores file ``path`` added (see :func:`load_user_scores`)."""
-    return features.with_columns(**load_user_scores(path, features))
+    return features.with_columns(**load_user_scores(path, features, allow_missing=allow_missing))
+
+
+def _rows_by_position(features_or_keys, keys) -> dict[int, int]:
+    """Record position -> feature row: the ``position`` column when the features have one, else
+    the position written at the start of mmselect's sample keys (``0000042-3fa1c09e2b``), else (keys
+    of another form, e.g. hand-made features) the row itself."""
+    if isinstance(features_or_keys, FeatureSet) and features_or_keys.has_column("position"):
+        positions = [int(p) for p in features_or_keys.column("position")]
+    else:
+        heads = [str(k).split("-", 1) for k in keys]
+        if all(len(h) == 2 and h[0].isdigit() for h in heads):
+            positions = [int(h[0]) for h in heads]
+        else:
+            positions = list(range(len(keys)))
+    return {p: row for row, p in enumerate(positions)}
 
 
 class UserScoresFeature(Feature):

@@ -78,6 +78,8 @@ def number(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
         if value == int(value) and abs(value) < 1e15:
             return f"{int(value):,}"
         magnitude = abs(value)

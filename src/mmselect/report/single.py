@@ -22,7 +22,17 @@ COUNT_LABELS = {
     "rejected": "rejected",
     "selected": "selected",
     "not_selected": "not selected",
+    "duplicates": "duplicates (not selected)",
 }
+
+
+def _describe_guard(dedup: dict | None) -> str:
+    if not dedup:
+        return "–"
+    text = f"{dedup.get('mode')}: {dedup.get('duplicates', 0):,} set aside ({dedup.get('exact', 0):,} exact"
+    if dedup.get("mode") == "near":
+        text += f", {dedup.get('near', 0):,} near at cosine ≥ {dedup.get('threshold')} on {dedup.get('embedding')}"
+    return text + ")"
 
 
 def _headline(output: gather.Output, times: dict[str, float]) -> list[str]:
@@ -44,6 +54,7 @@ def _headline(output: gather.Output, times: dict[str, float]) -> list[str]:
         ["data", f"<code>{escape(str(manifest.get('data') or '–'))}</code>"],
         ["features", f"<code>{escape(str(manifest.get('feature_dir') or manifest.get('features') or '–'))}</code>"],
         ["seed", manifest.get("seed")],
+        ["duplicate guard", escape(_describe_guard(manifest.get("dedup")))],
     ]
     params = manifest.get("params") or {}
     parts = [f'<div class="stats">{"".join(stats)}</div>']
