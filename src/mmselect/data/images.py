@@ -155,6 +155,12 @@ def _open_binary(ref: str) -> IO[bytes]:
     return open(ref, "rb")
 
 
+def read_image_bytes(ref: str) -> bytes:
+    """The encoded bytes of an image reference (local path, fsspec URL or row reference)."""
+    with _open_binary(ref) as handle:
+        return handle.read()
+
+
 def exists(ref: str) -> bool:
     if ref.startswith("row://"):
         return True
