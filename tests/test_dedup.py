@@ -30,21 +30,39 @@ def test_none_marks_nothing():
 
 
 def test_near_compares_with_earlier_kept_records_of_the_same_task_only():
-    # task t: 0 deg, 20 deg, 40 deg, 90 deg; task u: 0 deg (identical to row 0, other task)
+    # task t: 0, 20, 40, 90 deg; task u: 0 deg (identical to row 0, other task). Tasks v and w hold
+    # the negated rows, so the mean unit row is zero and centring changes nothing here.
     # cos(0, 20) = .940 >= .9 -> row 1 repeats row 0; row 2 (40 deg) is compared with the kept
     # rows only: cos(0, 40) = .766 < .9, so it is kept although cos(20, 40) = .940.
-    embedding = np.array([_unit(0), _unit(20), _unit(40), _unit(90), _unit(0)], dtype=np.float32)
-    keys = [f"000000{i}-h{i}" for i in range(5)]
+    angles = [0, 20, 40, 90, 0, 180, 200, 220, 270, 180]
+    embedding = np.array([_unit(a) for a in angles], dtype=np.float32)
+    keys = [f"{i:07d}-h{i}" for i in range(10)]
     features = FeatureSet.from_arrays(
-        keys=keys, tasks=["t", "t", "t", "t", "u"], columns={"position": np.arange(5)},
+        keys=keys, tasks=["t", "t", "t", "t", "u", "v", "v", "v", "v", "w"], columns={"position": np.arange(10)},
         arrays={"last_token": embedding},
     )
     guard = find_duplicates(features, "near", threshold=0.9)
-    assert guard.duplicate_of.tolist() == ["", keys[0], "", "", ""]
-    assert guard.kind.tolist() == ["", "near", "", "", ""]
-    assert guard.info["embedding"] == "last_token" and guard.info["near"] == 1
+    assert guard.duplicate_of.tolist() == ["", keys[0], "", "", "", "", keys[5], "", "", ""]
+    assert guard.kind.tolist()[:2] == ["", "near"]
+    assert guard.info["embedding"] == "last_token" and guard.info["near"] == 2
     # a looser threshold catches the 40-degree record too (cos .766 >= .75)
-    assert find_duplicates(features, "near", threshold=0.75).duplicate_of.tolist() == ["", keys[0], keys[0], "", ""]
+    loose = find_duplicates(features, "near", threshold=0.75).duplicate_of.tolist()
+    assert loose[:5] == ["", keys[0], keys[0], "", ""]
+
+
+def test_near_compares_centred_embeddings():
+    # every row shares a large common direction: raw cosines are all above .99, yet only the planted
+    # copy is a near duplicate once the mean is taken out
+    rng = np.random.default_rng(2)
+    common = 20.0 * rng.standard_normal(16).astype(np.float32)
+    rows = common + rng.standard_normal((30, 16)).astype(np.float32)
+    rows[29] = rows[3] + 1e-3
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    assert (unit @ unit.T).min() > 0.99
+    keys = [f"{i:07d}-h{i}" for i in range(30)]
+    features = FeatureSet.from_arrays(keys=keys, columns={"position": np.arange(30)}, arrays={"last_token": rows})
+    guard = find_duplicates(features, "near", threshold=0.95)
+    assert guard.n_duplicates == 1 and guard.duplicate_of[29] == keys[3]
 
 
 def test_near_after_exact_and_every_row_accounted_for():

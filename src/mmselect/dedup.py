@@ -5,7 +5,10 @@ whole record) keep their first occurrence by source position. Two records that d
 field such as ``id`` have different hashes; ``near`` catches them (their embeddings are equal).
 
 ``near``: additionally, inside each task, a record whose embedding has cosine similarity of at
-least ``threshold`` with an *earlier kept* record of the same task is a duplicate of it. Candidates
+least ``threshold`` with an *earlier kept* record of the same task is a duplicate of it. The cosine
+is taken between *centred* unit embeddings (the mean unit row of the whole set subtracted first):
+a language model's hidden states share a large common direction, so raw cosines between unrelated
+records are often above 0.9 and would mark nearly everything as a duplicate. Candidates
 are found with SemDeDup's machinery and defaults (rows L2-normalised, projected on their top 128
 uncentred singular directions when wider, spherical k-means with about 66 rows per cluster, then
 exact full-dimension cosines inside each cluster and task), so near duplicates that k-means puts
@@ -144,7 +147,7 @@ def _near_duplicates(features: FeatureSet, name: str, threshold: float, seed: in
     if n_clusters > 1:
         source = array
         if shape.pca_dim is not None and shape.pca_dim < d and shape.pca_dim < n:
-            source, _ = pca_project(array, shape.pca_dim, seed=seed, center=False, normalize_input=True, normalize_output=True)
+            source, _ = pca_project(array, shape.pca_dim, seed=seed, center=True, normalize_input=True, normalize_output=True)
         per_centroid = None
         if shape.kmeans_max_points is not None and n > shape.kmeans_max_points:
             per_centroid = max(1, math.ceil(shape.kmeans_max_points / n_clusters))
@@ -160,21 +163,32 @@ def _near_duplicates(features: FeatureSet, name: str, threshold: float, seed: in
     rows = rows[order]
     group = labels[rows].astype(np.int64) * (int(task_ids.max()) + 1) + task_ids[rows]
     starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
+    mean = _mean_unit_row(array)
     found: dict[int, int] = {}
     for start, stop in zip(starts, np.r_[starts[1:], len(rows)]):
-        found.update(_greedy_within(array, rows[start:stop], threshold))
+        found.update(_greedy_within(array, rows[start:stop], threshold, mean))
     return found
 
 
-def _greedy_within(array: np.ndarray, rows: np.ndarray, threshold: float) -> dict[int, int]:
-    """In the given order, each row is a duplicate of the most similar earlier *kept* row when
-    that cosine is >= ``threshold``; otherwise it is kept."""
+def _mean_unit_row(array: np.ndarray, block_rows: int = 16_384) -> np.ndarray:
+    """Mean of the L2-normalised rows, read block by block."""
     from .numerics import read_rows
+
+    total = np.zeros(array.shape[1], dtype=np.float64)
+    for start in range(0, len(array), block_rows):
+        total += read_rows(array, slice(start, min(len(array), start + block_rows)), normalize=True).sum(0)
+    return (total / max(1, len(array))).astype(np.float32)
+
+
+def _greedy_within(array: np.ndarray, rows: np.ndarray, threshold: float, mean: np.ndarray) -> dict[int, int]:
+    """In the given order, each row is a duplicate of the most similar earlier *kept* row when
+    that cosine (of the centred unit rows) is >= ``threshold``; otherwise it is kept."""
+    from .numerics import l2_normalize, read_rows
 
     found: dict[int, int] = {}
     if len(rows) < 2:
         return found
-    x = read_rows(array, rows, normalize=True)
+    x = l2_normalize(read_rows(array, rows, normalize=True) - mean)
     kept = np.zeros(len(rows), dtype=bool)
     for start in range(0, len(rows), _BLOCK_ROWS):
         stop = min(len(rows), start + _BLOCK_ROWS)
