@@ -12,6 +12,8 @@ from mmselect.features.reducers import make_features
 from mmselect.features.store import FeatureSet
 from mmselect.runners import RayRunner
 
+pytest.importorskip("ray.data", reason="Ray is not installed: pip install 'mmselect[ray]' (make test installs it)")
+
 NAMES = ["last_token", "answer_nll", "spectrum"]
 
 

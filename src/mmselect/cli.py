@@ -22,7 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .config import ConfigOpt, ConfiguredCommand
 from .errors import ConfigError, MMSelectError
+from .job_array import ArrayTaskDone, array_runner
 
 app = typer.Typer(
     help="Select the most valuable part of a visual-instruction dataset before fine-tuning a multimodal LLM.\n\n"
@@ -31,8 +33,38 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click layout: fits 80 columns without cutting option names, flags show no value placeholder.
+    rich_markup_mode=None,
 )
 console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"mmselect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug messages, and transformers' loading bars."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only; no progress."),
+    log_file: Optional[Path] = typer.Option(None, "--log-file", help="Also append every message and progress line, with timestamps, to this file."),
+):
+    """Select the most valuable part of a visual-instruction dataset before fine-tuning a multimodal LLM.
+
+    Typical flow: `mmselect run` does everything; or `mmselect extract` once (the slow, GPU part) and
+    `mmselect select` as often as you like with different methods and budgets. Options go before the
+    command: `mmselect -q --log-file job.log run ...`.
+    """
+    from .logs import NORMAL, QUIET, VERBOSE, configure
+
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other")
+    configure(VERBOSE if verbose else QUIET if quiet else NORMAL, log_file)
 
 BUDGET_HELP = "How much to keep: a fraction of the usable records (0.15, or 15%) or a count (5000)."
 PARAM_HELP = (
@@ -92,18 +124,38 @@ def _summary(out: Path, result) -> None:
         console.print(f"  rejected:  {out / 'rejected.jsonl'}")
 
 
+DeviceMapOpt = typer.Option(
+    None, "--device-map",
+    help="auto: spread a model larger than one GPU over all GPUs (needs `pip install 'mmselect[multi-gpu]'`); "
+    "replaces --device.",
+)
 DeviceOpt = typer.Option("auto", "--device", help="auto (the first CUDA GPU if there is one, else cpu), cpu, cuda, cuda:1, ...")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Tokens per sample (default: the model's context length); longer samples lose their text tail, a sample whose image tokens do not fit is rejected.")
-RunnerOpt = typer.Option("local", "--runner", help="local (this process) or ray (Ray Data workers, one per GPU; `pip install 'mmselect\\[ray]'`).")
+RunnerOpt = typer.Option("local", "--runner", help="local (this process) or ray (Ray Data workers, one per GPU; `pip install 'mmselect[ray]'`).")
 RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to use (auto, ray://host:10001); default: start Ray on this machine.")
 WorkersOpt = typer.Option(None, "--workers", help="Ray workers (default: one per GPU of the cluster).")
-ModelOpt = typer.Option("tiny-llava", "--model", "-m", help="Preset name (`mmselect models`), Hugging Face id, or local directory.")
+ModelOpt = typer.Option("tiny-llava", "--model", "-m", help="Preset name (`mmselect models`), Hugging Face id, or local directory. The default, tiny-llava, is a random-weight test model: its selections carry no meaning.")
 FEATURE_PARAM_HELP = (
     "Feature option as NAME.KEY=VALUE, repeatable (e.g. --feature-param coincide.layers=[3,7,11] "
     "--feature-param clip_score.model=openai/clip-vit-large-patch14). VALUE is read as JSON when it parses. "
     "`mmselect features` lists each feature's options."
 )
 FeatureParamOpt = typer.Option(None, "--feature-param", help=FEATURE_PARAM_HELP)
+NumShardsOpt = typer.Option(
+    None, "--num-shards", min=1,
+    help="Split the extraction over N tasks of a job array (no Ray): each computes its share of the shards "
+    "into the shared cache under --out, then stops; the same command without --num-shards assembles.",
+)
+ShardIndexOpt = typer.Option(
+    None, "--shard-index", min=0,
+    help="This task's index, 0..N-1 (default inside a Slurm array: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN).",
+)
+SCORES_HELP = ("Your own score_<capability>/styles file (CSV, JSONL, parquet; keyed by key or position), "
+               "e.g. mmSSR scores computed elsewhere.")
+AllowMissingScoresOpt = typer.Option(
+    False, "--allow-missing-scores",
+    help="Samples without a row in --scores get NaN scores instead of failing.",
+)
 
 
 def _extract_options(**fields: Any):
@@ -116,7 +168,7 @@ def _extract_options(**fields: Any):
     return ExtractOptions(feature_params=feature_params, **fields)
 
 
-@app.command()
+@app.command(cls=ConfiguredCommand)
 def run(
     data: Path = typer.Argument(..., help="LLaVA JSON/JSONL or sharegpt file."),
     method: str = typer.Option(..., "--method", help="Selection method (`mmselect methods`)."),
@@ -128,8 +180,9 @@ def run(
     task_field: Optional[str] = typer.Option(None, "--task-field", help="Record field holding the task/source label (default: first directory of the image path; 'text' for text-only)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record instead of rejecting it."),
     device: str = DeviceOpt,
+    device_map: Optional[str] = DeviceMapOpt,
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward pass."),
     max_length: Optional[int] = MaxLengthOpt,
     revision: Optional[str] = typer.Option(None, "--revision", help="Model revision (commit, tag, branch)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model repository's own code to run."),
@@ -138,7 +191,10 @@ def run(
     workers: Optional[int] = WorkersOpt,
     feature_param: Optional[list[str]] = FeatureParamOpt,
     shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress (a bar, or lines in a log)."),
+    num_shards: Optional[int] = NumShardsOpt,
+    shard_index: Optional[int] = ShardIndexOpt,
+    config: Optional[Path] = ConfigOpt,
 ):
     """Read, extract the features the method needs, select, export: the whole job."""
     from . import pipeline
@@ -146,32 +202,37 @@ def run(
     _offline_if_tiny(model)
     try:
         options = _extract_options(
-            model=model, device=device, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
+            model=model, device=device, device_map=device_map, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
             max_length=max_length, revision=revision, trust_remote_code=trust_remote_code, progress=progress,
-            runner=runner, runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
+            runner=array_runner(runner, num_shards, shard_index),
+            runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
         )
         result = pipeline.run(
             data, method=method, budget=budget, out=out, params=_parse_params(param), image_root=image_root,
             task_field=task_field, strict=strict, options=options,
         )
+    except ArrayTaskDone as done:
+        console.print(f"[green]{done}[/]")
+        return
     except MMSelectError as err:
         _fail(err)
     _summary(out, result)
 
 
-@app.command()
+@app.command(cls=ConfiguredCommand)
 def extract(
     data: Path = typer.Argument(..., help="LLaVA JSON/JSONL or sharegpt file."),
     out: Path = typer.Option(..., "--out", "-o", help="Features directory to write (see docs/features-format.md)."),
     features: Optional[str] = typer.Option(None, "--features", "-f", help="Comma-separated features (`mmselect features` lists them)."),
     methods: Optional[str] = typer.Option(None, "--for-methods", help="Comma-separated methods whose features to extract in the same pass."),
-    image_root: Optional[str] = typer.Option(None, "--image-root"),
+    image_root: Optional[str] = typer.Option(None, "--image-root", help="Directory (or .zip/.tar, or fsspec URL) the records' image paths are relative to."),
     model: str = ModelOpt,
-    task_field: Optional[str] = typer.Option(None, "--task-field"),
-    strict: bool = typer.Option(False, "--strict"),
+    task_field: Optional[str] = typer.Option(None, "--task-field", help="Record field holding the task/source label (default: first directory of the image path)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record instead of rejecting it."),
     device: str = DeviceOpt,
-    dtype: str = typer.Option("auto", "--dtype"),
-    batch_size: int = typer.Option(8, "--batch-size"),
+    device_map: Optional[str] = DeviceMapOpt,
+    dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward pass."),
     shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),
     max_length: Optional[int] = MaxLengthOpt,
     array_dtype: str = typer.Option("float32", "--array-dtype", help="float32 or float16 for the .npy arrays."),
@@ -183,12 +244,15 @@ def extract(
     scorer_model: Optional[str] = typer.Option(None, "--scorer-model", hidden=True),
     styler_model: Optional[str] = typer.Option(None, "--styler-model", hidden=True),
     capabilities: Optional[str] = typer.Option(None, "--capabilities", hidden=True),
-    revision: Optional[str] = typer.Option(None, "--revision"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code"),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Model revision (commit, tag, branch)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model repository's own code to run."),
     runner: str = RunnerOpt,
     ray_address: Optional[str] = RayAddressOpt,
     workers: Optional[int] = WorkersOpt,
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress (a bar, or lines in a log)."),
+    num_shards: Optional[int] = NumShardsOpt,
+    shard_index: Optional[int] = ShardIndexOpt,
+    config: Optional[Path] = ConfigOpt,
 ):
     """Run the model once over DATA and write a features directory.
 
@@ -204,9 +268,9 @@ def extract(
         if not names and not method_names:
             raise ConfigError("give --features and/or --for-methods")
         options = _extract_options(
-            model=model, device=device, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
+            model=model, device=device, device_map=device_map, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
             max_length=max_length, array_dtype=array_dtype, revision=revision,
-            trust_remote_code=trust_remote_code, progress=progress, runner=runner,
+            trust_remote_code=trust_remote_code, progress=progress, runner=array_runner(runner, num_shards, shard_index),
             runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
         )
         deprecated = legacy_feature_params(
@@ -218,6 +282,9 @@ def extract(
             data, out=out, features=names, methods=method_names, image_root=image_root,
             task_field=task_field, strict=strict, options=options,
         )
+    except ArrayTaskDone as done:
+        console.print(f"[green]{done}[/]")
+        return
     except MMSelectError as err:
         _fail(err)
     counts = featureset.manifest["counts"]
@@ -227,16 +294,17 @@ def extract(
     )
 
 
-@app.command()
+@app.command(cls=ConfiguredCommand)
 def select(
     features: Path = typer.Option(..., "--features", help="Features directory (from `mmselect extract`, or your own)."),
-    method: str = typer.Option(..., "--method"),
+    method: str = typer.Option(..., "--method", help="Selection method (`mmselect methods`)."),
     budget: str = typer.Option(..., "--budget", "-b", help=BUDGET_HELP),
-    out: Path = typer.Option(..., "--out", "-o"),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
     data: Optional[Path] = typer.Option(None, "--data", help="The dataset the features came from; writes the subset in its format."),
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
-    task_field: Optional[str] = typer.Option(None, "--task-field"),
-    scores: Optional[Path] = typer.Option(None, "--scores", help="Your own score_<capability>/styles file (CSV, JSONL, parquet; keyed by key or position), e.g. mmSSR scores computed elsewhere."),
+    task_field: Optional[str] = typer.Option(None, "--task-field", help="Record field holding the task/source label (with --data)."),
+    scores: Optional[Path] = typer.Option(None, "--scores", help=SCORES_HELP),
+    config: Optional[Path] = ConfigOpt,
 ):
     """Select from a features directory; no model needed."""
     from . import pipeline
@@ -252,27 +320,44 @@ def select(
 
 
 @app.command()
-def methods(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also list parameters and the features each method reads.")):
+def methods(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also each method's parameters (meaning, default, allowed values) and the features it reads."),
+    name: Optional[str] = typer.Argument(None, help="Only this method (implies --verbose)."),
+):
     """List the registered selection methods."""
     from .methods import get_method, list_methods
 
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("method")
-    table.add_column("what it does")
-    if verbose:
-        table.add_column("parameters (defaults)")
-        table.add_column("features")
-    for name, summary in list_methods().items():
-        row = [name, summary]
-        if verbose:
-            try:
-                instance = get_method(name)
-                row.append(", ".join(f"{k}={v!r}" for k, v in instance.get_params().items()))
-                row.append(", ".join(instance.extract_features()) or "-")
-            except Exception as err:  # a method whose optional dependency is missing
-                row += [f"unavailable: {err}", ""]
-        table.add_row(*row)
-    Console().print(table)
+    listed = list_methods()
+    if name is not None:
+        if name not in listed:
+            _fail(ConfigError(f"unknown method {name!r}; methods: {', '.join(listed)}"))
+        listed, verbose = {name: listed[name]}, True
+    out = Console()
+    if not verbose:
+        table = Table(show_header=True, header_style="bold")
+        table.add_column("method", no_wrap=True)
+        table.add_column("what it does")
+        for method_name, summary in listed.items():
+            table.add_row(method_name, summary)
+        out.print(table)
+        return
+    for method_name, summary in listed.items():
+        out.print(f"[bold]{method_name}[/]: {summary}", highlight=False)
+        try:
+            instance = get_method(method_name)
+        except Exception as err:  # noqa: BLE001 - a method whose optional dependency is missing
+            out.print(f"  unavailable: {err}\n", highlight=False)
+            continue
+        out.print(f"  features: {', '.join(instance.extract_features()) or '- (none: no model needed)'}", highlight=False)
+        table = Table(box=None, show_header=True, header_style="bold", padding=(0, 1, 0, 2))
+        table.add_column("parameter", no_wrap=True)
+        table.add_column("default", overflow="fold")
+        table.add_column("meaning (allowed values)", ratio=1)
+        for param, default, meaning, allowed in type(instance).describe_params():
+            table.add_row(param, repr(default), f"{meaning or '-'} ({allowed})")
+        if table.row_count:
+            out.print(table)
+        out.print()
 
 
 @app.command()

@@ -24,7 +24,8 @@ MANIFEST_FILE = "manifest.json"
 
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for name in ("mmselect", "numpy", "scipy", "torch", "transformers", "pyarrow", "scikit-learn", "fastcluster", "faiss-cpu", "faiss-gpu"):
+    for name in ("mmselect", "numpy", "scipy", "torch", "transformers", "accelerate", "pyarrow", "scikit-learn", "fastcluster",
+                 "faiss-cpu", "faiss-gpu", "ray"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -139,8 +140,20 @@ def write_selection_table(
 
 def build_manifest(*, started: float, counts: dict[str, int], **fields: Any) -> dict[str, Any]:
     """The manifest of an extraction or a selection: ``fields``, the record counts, the seconds
-    since ``started`` and the library versions (the command is added when written)."""
-    return {**fields, "counts": counts, "versions": library_versions(), "seconds": round(time.time() - started, 3)}
+    since ``started``, the library versions, the accelerator (GPU, CUDA, driver) and, from the CLI,
+    the resolved options (the command is added when written)."""
+    from .config import current_invocation
+    from .provenance import accelerator, input_checksum
+
+    manifest = {**fields, "counts": counts, "versions": library_versions(), "accelerator": accelerator(),
+                "seconds": round(time.time() - started, 3)}
+    inputs = {name: input_checksum(fields[name]) for name in ("data", "scores") if isinstance(fields.get(name), (str, Path))}
+    if any(inputs.values()):
+        manifest["inputs"] = {name: value for name, value in inputs.items() if value}
+    invocation = current_invocation()
+    if invocation is not None:
+        manifest.setdefault("config", invocation)
+    return manifest
 
 
 def write_manifest(manifest: dict[str, Any], out_dir: Path) -> Path:

@@ -89,7 +89,7 @@ def extract(
     if dataset is None:
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
     runner = make_runner(options.runner, **(options.runner_options or {}))
-    bundle = _main_model(options, runner)
+    bundle = _main_model(options, runner) if names else None  # a method that reads no feature needs no model
     context = ExtractionContext(options, runner, Path(options.cache_dir or out / "cache"), bundle)
     featureset, extraction_rejects = run_features(dataset.samples, names, context)
     if strict and extraction_rejects:
@@ -102,7 +102,7 @@ def extract(
             counts={"input_records": dataset.n_records, "rejected": len(rejected), "extracted": featureset.n},
             data=str(dataset.path),
             image_root=str(image_root) if image_root else None,
-            model=bundle.describe(),
+            model=bundle.manifest_entry() if bundle is not None else None,
             features=names,
             feature_columns=featureset.column_names,
             feature_arrays=featureset.array_names,
@@ -125,7 +125,7 @@ def _main_model(options: ExtractOptions, runner):
             dtype = "bfloat16" if runner.uses_gpus else "float32"
         device = "meta"
     return load_model(options.model, revision=options.revision, device=device, dtype=dtype,
-                      trust_remote_code=options.trust_remote_code)
+                      trust_remote_code=options.trust_remote_code, device_map=options.device_map)
 
 
 def _account_for_dataset(featureset: FeatureSet, dataset: Dataset, by_key: dict, rejected: list[RejectedRecord]) -> list[RejectedRecord]:

@@ -37,6 +37,7 @@ class ExtractOptions:
     progress: bool = True
     feature_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     prefetch: int | None = None
+    device_map: str | None = None  # "auto": a model larger than one GPU spread by accelerate
 
     @classmethod
     def field_names(cls) -> list[str]:

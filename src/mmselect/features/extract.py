@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 from ..export import RejectedRecord
 from .context import ExtractionContext, ExtractOptions
 from .extractor import CACHE_FORMAT, Extractor, PreparedBatch, extract_shard  # noqa: F401 (public here too)
-from .hook_features import MAIN_PASS, main_pass
+from .hook_features import MAIN_PASS, main_pass, sample_columns
 from .hooks import decoder_layers  # noqa: F401
 from .prefetch import prefetched  # noqa: F401
 from .registry import resolve_features
@@ -30,6 +30,8 @@ from .work import ShardWork  # noqa: F401
 def run_features(samples: Sequence, names: Sequence[str], context: ExtractionContext) -> tuple[FeatureSet, list[RejectedRecord]]:
     """Extract ``names`` (options from ``context.options.feature_params``) for ``samples``; returns
     the features (rows in ``samples`` order, rejected samples left out) and the rejected samples."""
+    if not names:  # nothing to compute: the samples' own columns, and no model
+        return FeatureSet(sample_columns(samples), {}, {}), []
     features = resolve_features(names, context.options.feature_params)
     output, kept, rejected = main_pass(samples, [f for f in features if f.shared_pass == MAIN_PASS], context)
     columns, arrays, manifest = output.columns, output.arrays, dict(output.info)

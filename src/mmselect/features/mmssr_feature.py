@@ -45,12 +45,20 @@ class MMSSRWork(ModelWork):
 
         scorer, styler = self.loaded()
         inputs = [([(t.role, t.text) for t in s.turns], list(s.image_paths)) for s in shard]
+        # A shard takes minutes: the bar moves per generated batch. Every sample is generated once
+        # per capability and once for its styles, so a batch of b requests is b / passes samples.
+        passes, counted = len(self.capabilities) + 1, [0.0]
+
+        def per_batch(n: int) -> None:
+            counted[0] += n / passes
+            advance(n / passes)
+
         result = score_samples(
             scorer.model, scorer.processor, inputs, self.capabilities,
             styler_model=styler.model, styler_processor=styler.processor,
-            batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=False,
+            batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=per_batch,
         )
-        advance(len(shard))
+        advance(len(shard) - counted[0])  # samples with unreadable images were not generated
         examples = [
             {"key": shard[i].key, "capability": name, "reply": result.replies[name][i]}
             for name in self.capabilities

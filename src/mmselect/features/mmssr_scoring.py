@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -150,7 +151,8 @@ def generate_replies(
     old_side = getattr(tokenizer, "padding_side", "right")
     try:
         tokenizer.padding_side = "left"
-        with progress_bar(description, n, progress) as advance:
+        # progress: a bool (a bar of its own) or the caller's advance(n), called per batch
+        with (nullcontext(progress) if callable(progress) else progress_bar(description, n, progress)) as advance:
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 batch_images = [image for i in idx for image in requests[i][1]]

@@ -157,6 +157,14 @@ class ModelBundle:
         }
 
 
+    def manifest_entry(self) -> dict[str, Any]:
+        """:meth:`describe` (which keys the shard cache) and what else the manifest records."""
+        entry = {**self.describe(), "processor_class": type(self.processor).__name__}
+        if self.load_args.get("device_map") is not None:
+            entry["device_map"] = self.load_args["device_map"]
+        return entry
+
+
 def _family_from_config(config) -> str:
     model_type = getattr(config, "model_type", "")
     return {"llava": "llava", "qwen2_vl": "qwen2-vl", "qwen2_5_vl": "qwen2.5-vl", "llava_onevision": "llava-onevision"}.get(
@@ -218,6 +226,7 @@ def load_model(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
     template: str | None = None,
+    device_map: str | dict | None = None,
 ) -> ModelBundle:
     """Load a preset, a Hugging Face id or a local directory.
 
@@ -227,15 +236,21 @@ def load_model(
     ``template``: a template name (``vicuna_v1``, ``qwen2_vl``, ``chatml_image``, or ``chat_template``
     for the processor's own ``apply_chat_template``); default: the preset's, else the model family's,
     else the processor's chat template with a warning.
+    ``device_map``: ``"auto"`` spreads a model larger than one GPU over every GPU (and the CPU) with
+    ``accelerate`` (``pip install 'mmselect[multi-gpu]'``); ``device`` is then ignored.
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
-    device = resolve_device(device)
+    from ..logs import VERBOSE, quiet_libraries, verbosity
+
+    quiet_libraries(verbose=verbosity() >= VERBOSE)  # no "Loading weights" bars outside -v
+    device = resolve_device(device)  # with device_map: only the dtype's default follows it
 
     preset = PRESETS.get(name_or_path)
     if preset is not None and preset.tiny:
         from .tiny import build_tiny_model
 
+        _warn_random_weights(preset.name)
         source = str(build_tiny_model(preset.name))
     elif preset is not None and preset.assemble:
         from .stage1 import assembled_directory
@@ -257,7 +272,13 @@ def load_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     torch_dtype = resolve_dtype(dtype if not (preset and preset.tiny and dtype == "auto") else "float32", device)
-    if device == "meta":
+    if device_map is not None and device != "meta":
+        try:
+            import accelerate  # noqa: F401
+        except ImportError:
+            raise ConfigError("--device-map needs accelerate: pip install 'mmselect[multi-gpu]'") from None
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kwargs)
+    elif device == "meta":
         # Structure and dtype without weights: for a process that describes the model but never runs
         # it (the driver of a Ray run), so it needs neither a GPU nor the memory for the weights.
         with torch.device("meta"):
@@ -280,6 +301,8 @@ def load_model(
         "attn_implementation": attn_implementation,
         "template": resolved_template.name,
     }
+    if device_map is not None:
+        load_args["device_map"] = device_map
     return ModelBundle(
         model=model,
         processor=processor,
@@ -290,6 +313,13 @@ def load_model(
         family=family,
         load_args=load_args,
     )
+
+
+def _warn_random_weights(name: str) -> None:
+    from ..logs import log
+
+    log.warning(f"model {name} is a random-weight test model: its features and selections carry no meaning. "
+                "Pass --model with a real model (`mmselect models` lists the presets).")
 
 
 def _tiny_version() -> str:
