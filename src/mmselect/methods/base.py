@@ -82,6 +82,9 @@ class SelectionMethod:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    # Whether the method's tasks should come from the model preset's task preset (e.g. LLaVA-1.5's
+    # source datasets) when the user names no --task-field or --task-preset.
+    uses_preset_tasks: ClassVar[bool] = False
     _parameter_constraints: ClassVar[dict[str, "Param"]] = {}
 
     def __init_subclass__(cls, **kwargs):

@@ -150,6 +150,8 @@ class DataTailor(SelectionMethod):
     (stable sort); the official code uses a non-stable sort, so its ties are arbitrary.
     """
 
+    uses_preset_tasks = True  # clustering and budgets are per task: LLaVA-1.5's sources, not image folders
+
     summary = "informativeness (singular-value entropy) + uniqueness + representativeness, task budgets"
 
     _parameter_constraints: ClassVar[dict[str, Param]] = {
