@@ -244,3 +244,32 @@ def test_methods_verbose_shows_each_parameter_meaning_default_and_features():
     row = next(line for line in result.output.splitlines() if line.strip().startswith(name + " "))
     assert repr(default) in row and meaning in row and allowed in row
     assert "no model needed" in CliRunner().invoke(app, ["methods", "random"]).output
+
+
+# --- progress inside a long shard ---------------------------------------------------------------------
+
+def test_mmssr_shard_moves_the_bar_per_generated_batch(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from mmselect.features import mmssr_scoring
+    from mmselect.features.mmssr_feature import MMSSRWork
+
+    bundle = SimpleNamespace(load_args={}, device=torch.device("cpu"), model=None, processor=None)
+    capabilities = {"ocr": "OCR", "count": "counting"}
+    shard = [SimpleNamespace(key=f"k{i}", turns=[], image_paths=[]) for i in range(6)]
+
+    def fake_score_samples(model, processor, inputs, caps, *, progress, batch_size, **kwargs):
+        for _ in range(len(caps) + 1):  # every capability, then the styles
+            for start in range(0, len(inputs), batch_size):
+                progress(min(batch_size, len(inputs) - start))
+        n = len(inputs)
+        return SimpleNamespace(columns={f"score_{c}": np.full(n, 3.0) for c in caps}, replies={c: ["3"] * n for c in caps},
+                               stats={})
+
+    monkeypatch.setattr(mmssr_scoring, "score_samples", fake_score_samples)
+    steps = []
+    MMSSRWork(bundle, None, capabilities, batch_size=4, max_new_tokens=4)(shard, steps.append)
+    assert len(steps) >= 6  # two batches per pass, three passes: the bar moves before the shard ends
+    assert steps[:2] == pytest.approx([4 / 3, 2 / 3]) and sum(steps) == pytest.approx(6)
