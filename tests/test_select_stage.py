@@ -107,3 +107,31 @@ def test_methods_that_split_by_task_take_the_model_presets_task_preset():
     assert pipeline.default_task_preset("source", None, [datatailor], "llava-1.5-7b") is None  # the user's field wins
     assert pipeline.default_task_preset(None, "image-dir", [datatailor], "llava-1.5-7b") == "image-dir"
     assert pipeline.default_task_preset(None, None, [datatailor], "qwen2-vl-2b") is None
+
+
+def test_onevision_style_parquet_to_a_llama_factory_subset_in_one_run(tmp_path, mini_data, mini_images):
+    """The README's promise: parquet with embedded images in, a LLaMA-Factory-ready subset out."""
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    records = [r for r in json.loads(mini_data.read_text()) if isinstance(r.get("image"), str)][:12]
+    rows = [{"id": r["id"], "image": {"bytes": (mini_images / r["image"]).read_bytes(), "path": None},
+             "conversations": r["conversations"]} for r in records]
+    source = tmp_path / "onevision.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), source)
+    out = tmp_path / "out"
+    pipeline.run(source, method="perplexity", budget=4, out=out, model="tiny-llava", progress=False,
+                 export_format="sharegpt")
+    info = json.loads((out / "dataset_info.json").read_text())["mmselect_subset"]
+    assert info["file_name"] == "subset.sharegpt.json" and info["formatting"] == "sharegpt"
+    exported = json.loads((out / "subset.sharegpt.json").read_text())
+    assert len(exported) == 4
+    kept_rows = pq.read_table(out / "subset.parquet").to_pylist()  # the selected rows, unchanged
+    for record, row in zip(exported, kept_rows):
+        (image_path,) = record["images"]
+        assert image_path.startswith(str(out / "images")) and open(image_path, "rb").read() == row["image"]["bytes"]
+        Image.open(io.BytesIO(row["image"]["bytes"])).verify()
+        assert record["messages"][1]["content"] == row["conversations"][1]["value"]
+    assert len(read_dataset(out / "subset.sharegpt.json").samples) == 4  # and mmselect reads it back
