@@ -131,6 +131,10 @@ DeviceMapOpt = typer.Option(
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto (the first CUDA GPU if there is one, else cpu), cpu, cuda, cuda:1, ...")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Tokens per sample (default: the model's context length); longer samples lose their text tail, a sample whose image tokens do not fit is rejected.")
+NumWorkersOpt = typer.Option(
+    None, "--num-workers", min=0,
+    help="Processes preparing batches (chat template, images, tokenizer) ahead of the model; default "
+    "min(8, CPUs - 1) on a GPU, 0 on the CPU. The features do not depend on it.")
 RunnerOpt = typer.Option("local", "--runner", help="local (this process) or ray (Ray Data workers, one per GPU; `pip install 'mmselect[ray]'`).")
 RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to use (auto, ray://host:10001); default: start Ray on this machine.")
 WorkersOpt = typer.Option(None, "--workers", help="Ray workers (default: one per GPU of the cluster).")
@@ -183,6 +187,7 @@ def run(
     device_map: Optional[str] = DeviceMapOpt,
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward pass."),
+    num_workers: Optional[int] = NumWorkersOpt,
     max_length: Optional[int] = MaxLengthOpt,
     revision: Optional[str] = typer.Option(None, "--revision", help="Model revision (commit, tag, branch)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model repository's own code to run."),
@@ -204,6 +209,7 @@ def run(
         options = _extract_options(
             model=model, device=device, device_map=device_map, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
             max_length=max_length, revision=revision, trust_remote_code=trust_remote_code, progress=progress,
+            num_workers=num_workers,
             runner=array_runner(runner, num_shards, shard_index),
             runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
         )
@@ -233,6 +239,7 @@ def extract(
     device_map: Optional[str] = DeviceMapOpt,
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
     batch_size: int = typer.Option(8, "--batch-size", help="Samples per forward pass."),
+    num_workers: Optional[int] = NumWorkersOpt,
     shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),
     max_length: Optional[int] = MaxLengthOpt,
     array_dtype: str = typer.Option("float32", "--array-dtype", help="float32 or float16 for the .npy arrays."),
@@ -269,7 +276,7 @@ def extract(
             raise ConfigError("give --features and/or --for-methods")
         options = _extract_options(
             model=model, device=device, device_map=device_map, dtype=dtype, batch_size=batch_size, shard_size=shard_size,
-            max_length=max_length, array_dtype=array_dtype, revision=revision,
+            max_length=max_length, array_dtype=array_dtype, revision=revision, num_workers=num_workers,
             trust_remote_code=trust_remote_code, progress=progress, runner=array_runner(runner, num_shards, shard_index),
             runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
         )

@@ -20,6 +20,8 @@ class ExtractOptions:
     per sample (default: the model's context length). ``cache_dir``: finished shards (default
     ``<out>/cache``). ``feature_params``: ``{"feature": {"option": value}}``, see ``mmselect features``.
     ``prefetch``: batches prepared ahead in a background thread (default: 2 on a GPU, 0 on the CPU).
+    ``num_workers``: processes preparing batches instead, each with its own processor (default:
+    ``min(8, CPUs - 1)`` on a GPU, 0 on the CPU); the features do not depend on it.
     """
 
     model: str = "tiny-llava"
@@ -37,6 +39,7 @@ class ExtractOptions:
     progress: bool = True
     feature_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     prefetch: int | None = None
+    num_workers: int | None = None  # batch-preparation processes (None: min(8, CPUs - 1) on a GPU, 0 on the CPU)
     device_map: str | None = None  # "auto": a model larger than one GPU spread by accelerate
 
     @classmethod

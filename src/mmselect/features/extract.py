@@ -60,12 +60,13 @@ def extract_features(
     progress: bool = True,
     runner=None,
     prefetch: int | None = None,
+    num_workers: int | None = None,
 ) -> tuple[FeatureSet, list[RejectedRecord]]:
     """:func:`run_features` with a loaded model ``bundle`` and the options as keywords."""
     from ..runners import LocalRunner
 
     options = ExtractOptions(batch_size=batch_size, shard_size=shard_size, max_length=max_length,
-                             array_dtype=array_dtype, progress=progress, prefetch=prefetch,
+                             array_dtype=array_dtype, progress=progress, prefetch=prefetch, num_workers=num_workers,
                              feature_params=dict(feature_params or {}), cache_dir=cache_dir)
     context = ExtractionContext(options, runner or LocalRunner(), Path(cache_dir), bundle)
     return run_features(samples, feature_names, context)

@@ -1,7 +1,7 @@
 """The extractor: runs the model over batches of samples and collects hook features per shard.
 
-A batch is prepared on the CPU (render, load images, tokenize; ahead of time in a background
-thread, see :mod:`.prefetch`) and run on the device with the hooks of :mod:`.hooks`. A batch that
+A batch is prepared on the CPU (render, load images, tokenize; ahead of time in worker processes,
+see :mod:`.prepare_pool`, or in a background thread, see :mod:`.prefetch`) and run on the device with the hooks of :mod:`.hooks`. A batch that
 cannot be encoded together is run sample by sample; one that runs out of device memory is halved.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,10 @@ import torch
 from ..data.records import Sample
 from ..models.registry import ModelBundle
 from ..models.templates import Rendered
-from .encode import EncodedBatch, EncodeError, encode, load_image
+from .encode import EncodedBatch, EncodeError, load_image
 from .hooks import decoder_layers, hooked_forward
 from .prefetch import prefetched
+from .prepare_pool import BatchPreparer, PreparedBatch, PreparePool, default_workers
 from .reducers import FeatureDef
 from .shards import ExtractionOutput
 
@@ -34,22 +34,14 @@ def _release_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-@dataclass
-class PreparedBatch:
-    kept: list[int]  # rows of the batch that rendered and loaded
-    rejected: list[tuple[int, str]]
-    rendered: list[Rendered]
-    images: list[list]
-    batch: EncodedBatch | None  # None: the kept rows could not be encoded together
-    error: str | None = None  # why not
-
-
 class Extractor:
     """Runs the model over samples and collects the requested features.
 
-    ``prefetch``: batches prepared ahead (rendering, image decoding, tokenization) in one background
-    thread while the device runs the current one; ``None`` = 2 on a GPU, 0 on the CPU (where both
-    halves compete for the same cores). ``max_length``: tokens per sample, default the model's
+    ``num_workers``: processes preparing batches (rendering, image decoding, tokenization) while the
+    device runs the current one, each with its own processor; ``None`` = ``min(8, CPUs - 1)`` on a
+    GPU, 0 on the CPU (where both halves compete for the same cores). With 0 workers,
+    ``prefetch``: batches prepared ahead in one background thread; ``None`` = 2 on a GPU, 0 on the
+    CPU. The features do not depend on either. ``max_length``: tokens per sample, default the model's
     context length (longer samples lose their tail; a sample whose image tokens do not fit is
     rejected).
     """
@@ -63,6 +55,7 @@ class Extractor:
         max_length: int | None = None,
         array_dtype: str = "float32",
         prefetch: int | None = None,
+        num_workers: int | None = None,
     ):
         self.bundle = bundle
         self.prefetch = prefetch if prefetch is not None else (2 if bundle.device.type != "cpu" else 0)
@@ -72,6 +65,9 @@ class Extractor:
         self.array_dtype = array_dtype
         self.layers = decoder_layers(bundle.model)
         self.n_layers = len(self.layers)
+        self.num_workers = default_workers(bundle.device) if num_workers is None else int(num_workers)
+        self.preparer = BatchPreparer(bundle, self.max_length, pin=bundle.device.type == "cuda")
+        self._pool: PreparePool | None = None
 
     # --- description --------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:
@@ -91,38 +87,33 @@ class Extractor:
 
     # --- one view = one forward kind ----------------------------------------------------------
     def _render(self, sample: Sample, view: str) -> Rendered:
-        template = self.bundle.template
-        parts = getattr(sample, "parts", None)
-        if parts is not None:  # several samples in one sequence, only some of them scored
-            return template.render(list(parts), label=list(sample.labels))
-        if view == "answer_only":
-            return template.render([sample], include_user=False, include_images=False)
-        return template.render([sample])
+        return self.preparer.render(sample, view)
 
     def prepare(self, samples: list[Sample], view: str) -> PreparedBatch:
-        """The CPU half of a batch: render, load images, tokenize. Runs ahead of the forward passes
-        in a background thread (see ``prefetch``)."""
-        rendered, images, kept, rejected = [], [], [], []
-        for row, sample in enumerate(samples):
-            try:
-                item = self._render(sample, view)
-                loaded = [load_image(p) for p in item.image_paths]
-            except EncodeError as err:
-                rejected.append((row, str(err)))
-                continue
-            rendered.append(item)
-            images.append(loaded)
-            kept.append(row)
-        batch, error = self._encode(rendered, images) if kept else (None, None)
-        if batch is not None and self.bundle.device.type == "cuda":
-            batch = batch.pin_memory()
-        return PreparedBatch(kept, rejected, rendered, images, batch, error)
+        """The CPU half of a batch, in this process: render, load images, tokenize."""
+        return self.preparer.prepare(samples, view)
 
     def _encode(self, rendered, images) -> tuple[EncodedBatch | None, str | None]:
-        try:
-            return encode(self.bundle, rendered, images, self.max_length), None
-        except EncodeError as err:
-            return None, str(err)
+        return self.preparer.encode(rendered, images)
+
+    def prepared_batches(self, batches: list[list[Sample]], view: str):
+        """``prepare`` of each batch, in order, ahead of the device: in the worker processes
+        (``num_workers``), else in a background thread (``prefetch``), else in turn."""
+        if self.num_workers > 0:
+            if self._pool is None:
+                self._pool = PreparePool(self.preparer, self.num_workers, depth=max(self.prefetch, 2),
+                                         pin=self.bundle.device.type == "cuda")
+            return self._pool.prepared(batches, view)
+        return prefetched(batches, lambda batch: self.prepare(batch, view), self.prefetch)
+
+    def close(self) -> None:
+        """Stop the preparation workers, if any (a later batch starts them again)."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}  # worker processes do not travel
 
     def forward_prepared(self, prepared: PreparedBatch) -> tuple[list[int], dict[str, np.ndarray], list[tuple[int, str]]]:
         """The device half: one forward pass; returns (kept row indices, values, [(row, reason)] rejected).
@@ -158,8 +149,13 @@ class Extractor:
         """Run ``groups`` (positions in ``prepared.kept``) as batches of their own, merged in order."""
         rows, parts = [], []
         for group in groups:
-            rendered = [prepared.rendered[i] for i in group]
-            images = [prepared.images[i] for i in group]
+            if prepared.images is None:  # prepared in a worker process, which kept no images
+                group, rendered, images = self._reload_images(prepared, group, rejected)
+                if not group:
+                    continue
+            else:
+                rendered = [prepared.rendered[i] for i in group]
+                images = [prepared.images[i] for i in group]
             batch, error = self._encode(rendered, images)
             sub = PreparedBatch([prepared.kept[i] for i in group], [], rendered, images, batch, error)
             sub_rows, values, sub_rejected = self.forward_prepared(sub)
@@ -168,6 +164,22 @@ class Extractor:
                 rows.extend(sub_rows)
                 parts.append(values)
         return rows, _concat(parts), rejected
+
+    @staticmethod
+    def _reload_images(prepared: PreparedBatch, group: list[int], rejected: list) -> tuple:
+        """The rows of ``group`` whose images load again, their renderings and images; the others
+        are rejected."""
+        kept, rendered, images = [], [], []
+        for i in group:
+            try:
+                loaded = [load_image(p) for p in prepared.rendered[i].image_paths]
+            except EncodeError as err:
+                rejected.append((prepared.kept[i], str(err)))
+                continue
+            kept.append(i)
+            rendered.append(prepared.rendered[i])
+            images.append(loaded)
+        return kept, rendered, images
 
     def _forward(self, batch: EncodedBatch):
         batch = batch.to(self.bundle.device, non_blocking=True)
@@ -201,7 +213,7 @@ def extract_shard(extractor: Extractor, shard: list[Sample], progress=None) -> E
         extractor.features = [f for f in saved_features if f.view == view]
         view_keys, view_parts = [], []
         batches = [shard[start : start + extractor.batch_size] for start in range(0, len(shard), extractor.batch_size)]
-        prepared = prefetched(batches, lambda batch, view=view: extractor.prepare(batch, view), extractor.prefetch)
+        prepared = extractor.prepared_batches(batches, view)
         for batch, ready in zip(batches, prepared):
             rows, values, bad = extractor.forward_prepared(ready)
             view_keys.extend(batch[r].key for r in rows)

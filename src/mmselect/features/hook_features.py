@@ -87,7 +87,8 @@ def main_pass(samples: Sequence, features: list[Feature], context: ExtractionCon
     names = [f.name for f in features]
     params = {f.name: f.params for f in features if f.params}
     extractor = Extractor(context.bundle, make_features(names, params), batch_size=options.batch_size,
-                          max_length=options.max_length, array_dtype=options.array_dtype, prefetch=options.prefetch)
+                          max_length=options.max_length, array_dtype=options.array_dtype, prefetch=options.prefetch,
+                          num_workers=options.num_workers)
     store = ShardStore(context.cache_dir / extractor.spec_hash())
     (store.directory / "spec.json").write_text(json.dumps(extractor.spec(), indent=2, sort_keys=True, default=str))
     outputs = context.runner.run_shards(
