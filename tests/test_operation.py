@@ -273,3 +273,13 @@ def test_mmssr_shard_moves_the_bar_per_generated_batch(monkeypatch):
     MMSSRWork(bundle, None, capabilities, batch_size=4, max_new_tokens=4)(shard, steps.append)
     assert len(steps) >= 6  # two batches per pass, three passes: the bar moves before the shard ends
     assert steps[:2] == pytest.approx([4 / 3, 2 / 3]) and sum(steps) == pytest.approx(6)
+
+
+def test_device_map_without_accelerate_names_the_extra(monkeypatch):
+    import sys
+
+    from mmselect.models.registry import load_model
+
+    monkeypatch.setitem(sys.modules, "accelerate", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"mmselect\[multi-gpu\]"):
+        load_model("tiny-llava", device="cpu", device_map="auto")

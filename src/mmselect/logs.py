@@ -33,6 +33,26 @@ class _NotOnTerminal(logging.Filter):
         return not (getattr(record, "progress", False) and _is_terminal(self.stream))
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (it may be replaced after set-up)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it; the current stderr is used instead
+        pass
+
+
+class _NotOnTerminalNow(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(record, "progress", False) and _is_terminal(sys.stderr))
+
+
 def _is_terminal(stream) -> bool:
     try:
         return bool(stream.isatty())
@@ -46,18 +66,18 @@ def verbosity() -> int:
 
 
 def configure(verbosity: int = NORMAL, log_file: str | os.PathLike | None = None, stream=None) -> logging.Logger:
-    """Set the ``mmselect`` logger's handlers: ``stream`` (default: stderr) at the level of
-    ``verbosity``, and ``log_file`` (appended to) at INFO or below. Calling it again replaces them."""
-    stream = stream if stream is not None else sys.stderr
+    """Set the ``mmselect`` logger's handlers: ``stream`` (default: the current stderr) at the level
+    of ``verbosity``, and ``log_file`` (appended to) at INFO or below. Calling it again replaces
+    them. Records still propagate to the root logger, for an application's own handlers."""
     level = {QUIET: logging.WARNING, NORMAL: logging.INFO, VERBOSE: logging.DEBUG}[max(QUIET, min(VERBOSE, verbosity))]
     for handler in list(log.handlers):
         log.removeHandler(handler)
         if isinstance(handler, logging.FileHandler):
             handler.close()
-    console = logging.StreamHandler(stream)
+    console = _CurrentStderr() if stream is None else logging.StreamHandler(stream)
     console.setLevel(level)
     console.setFormatter(logging.Formatter("%(message)s" if level > logging.DEBUG else "%(levelname)s %(name)s: %(message)s"))
-    console.addFilter(_NotOnTerminal(stream))
+    console.addFilter(_NotOnTerminalNow() if stream is None else _NotOnTerminal(stream))
     log.addHandler(console)
     if log_file is not None:
         path = Path(log_file)
@@ -67,7 +87,6 @@ def configure(verbosity: int = NORMAL, log_file: str | os.PathLike | None = None
         to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S"))
         log.addHandler(to_file)
     log.setLevel(min(level, logging.INFO) if log_file is not None else level)
-    log.propagate = False
     _state.update(verbosity=verbosity, configured=True, log_file=str(log_file) if log_file is not None else None)
     quiet_libraries(verbose=verbosity >= VERBOSE)
     return log
