@@ -4,10 +4,15 @@ the duplicate guard.
 Builds ``examples/mini`` plus ``--copies`` exact copies of records drawn at random (seeded), extracts
 every method's features once with ``--model`` (default ``tiny-llava``, offline), then selects
 ``--budget`` with each method under ``--dedup none``, ``exact`` and ``near``, and counts the selected
-records whose identical copy (same content) is also selected. Also times the guard alone on the
-synthetic 665k features of ``benchmarks/baselines_scale.py`` when ``--scale`` is given.
+records whose identical copy (same content) is also selected.
+
+``--scale DIR`` instead times the guard alone (time and peak RSS) on a synthetic features directory
+from ``benchmarks/baselines_scale.py generate`` (665k rows, float16 ``last_token``, 5% near copies),
+whose keys are given mmselect's form with 5% exact copies:
 
     python benchmarks/dedup_copies.py --out scratch/dedup
+    python benchmarks/baselines_scale.py generate --n 665298 --dim 4096 --out scratch/f665k
+    python benchmarks/dedup_copies.py --scale scratch/f665k --out scratch/dedup-scale
 """
 
 from __future__ import annotations
@@ -48,6 +53,35 @@ def redundant_pairs(selection_path: Path) -> int:
     return sum(c for c in counts.values() if c > 1)
 
 
+def time_at_scale(features_dir: Path, out: Path) -> None:
+    from _measure import Monitor
+
+    from mmselect.dedup import find_duplicates
+
+    monitor = Monitor()
+    features = FeatureSet.load(features_dir)
+    n = features.n
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**40, n)
+    copies = rng.choice(n, n // 20, replace=False)
+    hashes[copies] = hashes[rng.integers(0, n, len(copies))]
+    keys = np.asarray([f"{i:07d}-{h:010x}" for i, h in enumerate(hashes)], dtype=object)
+    features = FeatureSet({**{c: features.column(c) for c in features.column_names}, "key": keys,
+                           "position": np.arange(n)}, {"last_token": features.array("last_token")})
+    monitor.mark("load")
+    rows = []
+    for mode in ("exact", "near"):
+        started = time.perf_counter()
+        guard = find_duplicates(features, mode)
+        monitor.mark(mode)
+        rows.append({"mode": mode, "seconds": round(time.perf_counter() - started, 1), **guard.info,
+                     "peak_rss_gb": round(monitor.stages[-1]["peak_rss"] / 2**30, 2)})
+        print(rows[-1], flush=True)
+    monitor.stop()
+    (out / "scale.json").write_text(json.dumps({"n": n, "dim": int(features.array("last_token").shape[1]),
+                                                "rows": rows}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -56,8 +90,12 @@ def main() -> None:
     parser.add_argument("--budget", default="0.2")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=None, help="comma-separated (default: every method that runs offline)")
+    parser.add_argument("--scale", type=Path, default=None, help="time the guard alone on this synthetic features directory")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.scale is not None:
+        time_at_scale(args.scale, args.out)
+        return
     data = build_dataset(args.out, args.copies, args.seed)
     methods = args.methods.split(",") if args.methods else [m for m in list_methods() if m not in NEEDS_OTHER_MODELS]
     features_dir = args.out / "features"
