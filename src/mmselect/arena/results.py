@@ -18,7 +18,7 @@ def _spread(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def aggregate(runs: list[dict[str, Any]], pool_counts: dict[str, int]) -> list[dict[str, Any]]:
+def aggregate(runs: list[dict[str, Any]], pool_counts: dict[str, int], pool_tasks: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """One row per (condition, budget): mean and spread (sample std over seeds) of every accuracy,
     relative figures against full data and random at the same budget, robustness ratios."""
     groups: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
@@ -46,6 +46,12 @@ def aggregate(runs: list[dict[str, Any]], pool_counts: dict[str, int]) -> list[d
                 shares = [c["pathologies"][category] / max(1, c["n"]) for c in compositions]
                 ratios[category] = round(float(np.mean(shares)) / pool_share, 3) if pool_share > 0 else None
             row["robustness"] = ratios
+            if pool_tasks:
+                row["task_mix"] = {
+                    task: round(float(np.mean([c["tasks"].get(task, 0) / max(1, c["n"]) for c in compositions]))
+                                / (count / pool_total), 3)
+                    for task, count in sorted(pool_tasks.items())
+                }
         rows.append(row)
     full = next((r for r in rows if r["condition"] == "full"), None)
     for row in rows:
@@ -138,6 +144,19 @@ def render_markdown(summary: dict[str, Any]) -> str:
         if "robustness" in row:
             lines.append(f"| {row['condition']} | {row['budget'] or 'all'} | "
                          + " | ".join("–" if row["robustness"][c] is None else f"{row['robustness'][c]:.2f}" for c in CATEGORIES) + " |")
+    mixed = [row for row in rows if "task_mix" in row]
+    if mixed:
+        task_names = list(mixed[0]["task_mix"])
+        lines += [
+            "",
+            "## Task mix: share of each task among the selected records / its share in the pool",
+            "",
+            "| condition | budget | " + " | ".join(task_names) + " |",
+            "|---|---|" + "---|" * len(task_names),
+        ]
+        for row in mixed:
+            lines.append(f"| {row['condition']} | {row['budget'] or 'all'} | "
+                         + " | ".join(f"{row['task_mix'][t]:.2f}" for t in task_names) + " |")
     lines += ["", "## Discrimination checks", ""]
     for name, value in summary["discrimination"].items():
         lines.append(f"- `{name}`: {json.dumps(value)}")
@@ -167,8 +186,12 @@ def write_results(
     planned: int | None = None,
 ) -> dict[str, Any]:
     out = Path(out)
-    pool_counts = json.loads((out / "world" / "pathologies.json").read_text())["counts"]
-    rows = aggregate(runs, pool_counts)
+    sidecar = json.loads((out / "world" / "pathologies.json").read_text())
+    pool_counts = sidecar["counts"]
+    pool_tasks: dict[str, int] = {}
+    for item in sidecar["records"].values():
+        pool_tasks[item["task"]] = pool_tasks.get(item["task"], 0) + 1
+    rows = aggregate(runs, pool_counts, pool_tasks)
     summary = {
         "complete": complete,
         "runs_done": len(runs),
