@@ -77,6 +77,8 @@ class Extractor:
             "features": {f.name: {"params": f.params, "points": self._points_of(f)} for f in self.features},
             "max_length": self.max_length,
             "array_dtype": self.array_dtype,
+            # Padding within a batch changes the features in their last bits: shards of two batch sizes never mix.
+            "batch_size": self.batch_size,
         }
 
     def spec_hash(self) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,6 +24,34 @@ from typing import Any, Sequence
 import numpy as np
 
 DONE_SUFFIX = ".done"
+
+log = logging.getLogger(__name__)
+
+# Errors that mean a shard's files are damaged (truncated, emptied, overwritten), not a bug.
+_DAMAGE = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError)
+
+# Shards reused from an earlier run and shards written by this one, per process (reported by the
+# pipeline: "resumed: reused N shards", and on Ctrl-C).
+_counts = {"reused": 0, "written": 0, "recomputed": 0}
+
+
+def reset_shard_counts() -> None:
+    _counts.update(reused=0, written=0, recomputed=0)
+
+
+def reused_shards() -> int:
+    """Finished shards read back from the cache since :func:`reset_shard_counts`."""
+    return _counts["reused"]
+
+
+def finished_shards_written() -> int:
+    """Shards written since :func:`reset_shard_counts`."""
+    return _counts["written"]
+
+
+def recomputed_shards() -> int:
+    """Cached shards found damaged (and so recomputed) since :func:`reset_shard_counts`."""
+    return _counts["recomputed"]
 
 
 @dataclass
@@ -119,16 +149,51 @@ class ShardStore:
         self.directory = Path(directory)
         self.codec = codec or NpzCodec()
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._checked: dict[str, ExtractionOutput] = {}
 
     def done(self, name: str) -> bool:
-        return (self.directory / f"{name}{DONE_SUFFIX}").exists()
+        """Whether ``name`` is finished and readable. A marked shard whose files are damaged (a
+        full disk, a copy cut short) is reported, removed and so computed again."""
+        if not (self.directory / f"{name}{DONE_SUFFIX}").exists():
+            return False
+        if name in self._checked:
+            return True
+        try:
+            output = self.codec.read(self.directory, name)
+            _check_output(output)
+        except _DAMAGE as err:
+            log.warning("cached shard %s is damaged (%s: %s); computing it again",
+                        self.directory / name, type(err).__name__, err)
+            self.discard(name)
+            _counts["recomputed"] += 1
+            return False
+        self._checked[name] = output
+        _counts["reused"] += 1
+        return True
+
+    def __getstate__(self):
+        # A store travels to a runner's workers: without the outputs read here.
+        return {**self.__dict__, "_checked": {}}
+
+    def discard(self, name: str) -> None:
+        """Remove ``name``'s marker first (it no longer exists), then its files."""
+        for path in [self.directory / f"{name}{DONE_SUFFIX}", *self.directory.glob(f"{name}.*")]:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
 
     def write(self, name: str, output: ExtractionOutput) -> None:
         self.codec.write(self.directory, name, output)
         (self.directory / f"{name}{DONE_SUFFIX}").write_text("done\n")  # last: the shard now exists
+        _counts["written"] += 1
 
     def read(self, name: str) -> ExtractionOutput:
-        return self.codec.read(self.directory, name)
+        output = self._checked.pop(name, None)
+        if output is None:
+            output = self.codec.read(self.directory, name)
+            _check_output(output)
+        return output
 
     @classmethod
     def for_spec(cls, cache_dir: str | os.PathLike, prefix: str, spec: dict[str, Any],
@@ -137,6 +202,14 @@ class ShardStore:
         store = cls(Path(cache_dir) / f"{prefix}{spec_digest(spec)}", codec)
         (store.directory / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True, default=str))
         return store
+
+
+def _check_output(output: ExtractionOutput) -> None:
+    """A shard's values have one row per kept key (else its files do not belong together)."""
+    n = len(output.keys)
+    for name, values in output.values.items():
+        if len(values) != n:
+            raise ValueError(f"value {name!r} has {len(values)} rows for {n} keys")
 
 
 class ShardIndex:
@@ -195,4 +268,5 @@ class ShardIndex:
         return total
 
 
-__all__ = ["ExtractionOutput", "JsonCodec", "NpzCodec", "ShardIndex", "ShardStore", "plan_shards", "shard_name", "spec_digest"]
+__all__ = ["ExtractionOutput", "JsonCodec", "NpzCodec", "ShardIndex", "ShardStore", "finished_shards_written",
+           "plan_shards", "recomputed_shards", "reset_shard_counts", "reused_shards", "shard_name", "spec_digest"]

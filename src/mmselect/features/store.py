@@ -14,6 +14,7 @@ readers of :mod:`mmselect.features.rows`, which keep its pages out of the reside
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -21,12 +22,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import MissingFeaturesError, NonFiniteFeaturesError
+from ..errors import MissingFeaturesError, MMSelectError, NonFiniteFeaturesError
 from .rows import nonfinite_rows
 
 SAMPLES_FILE = "samples.parquet"
 MANIFEST_FILE = "manifest.json"
 REQUIRED_COLUMNS = ("key", "task")
+
+
+class FeatureFormatError(MMSelectError):
+    """A features directory's file cannot be read or does not fit the others (names the file and why)."""
+
+
+class FeatureConflictError(MMSelectError):
+    """Features from another model or revision would be added to a features directory."""
 
 
 class FeatureSet:
@@ -53,19 +62,24 @@ class FeatureSet:
         for name, values in columns.items():
             values = values if isinstance(values, np.ndarray) and values.dtype != object else _as_column(values)
             if len(values) != n:
-                raise ValueError(f"column {name!r} has {len(values)} rows, expected {n}")
+                raise FeatureFormatError(f"column {name!r} has {len(values)} rows, expected {n}")
             self._columns[name] = values
         self._arrays: dict[str, np.ndarray] = {}
         self._aux: dict[str, np.ndarray] = dict(aux or {})
         for name, values in (arrays or {}).items():
             if values.ndim != 2 or values.shape[0] != n:
-                raise ValueError(f"array {name!r} has shape {values.shape}, expected ({n}, d)")
+                raise FeatureFormatError(f"array {name!r} has shape {values.shape}, expected ({n}, d)")
             self._arrays[name] = values
         self.manifest = dict(manifest or {})
         self.root = root
         self._row_of = {key: row for row, key in enumerate(self._columns["key"].tolist())}
         if len(self._row_of) != n:
-            raise ValueError("sample keys must be unique")
+            seen: set = set()
+            repeated = next(k for k in self._columns["key"].tolist() if k in seen or seen.add(k))
+            where = f"{root / SAMPLES_FILE}: " if root is not None else ""
+            raise FeatureFormatError(
+                f"{where}sample keys must be unique; key {repeated!r} appears {self._columns['key'].tolist().count(repeated)} times"
+            )
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -99,34 +113,115 @@ class FeatureSet:
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> "FeatureSet":
+        """Open a features directory. Every file that cannot be read (empty, cut short, not the
+        format its name says, an object array) is an error naming the file; an array listed as a
+        feature in the manifest must have one row per sample."""
         root = Path(path)
         table_path = root / SAMPLES_FILE
-        if not table_path.exists():
+        if not root.is_dir():
+            raise MissingFeaturesError(
+                f"{root} is not a features directory: {'it is a file' if root.exists() else 'it does not exist'} "
+                "(create one with `mmselect extract`, or see docs/features-format.md)"
+            )
+        if not table_path.is_file():
             raise MissingFeaturesError(
                 f"{root} is not a features directory: {SAMPLES_FILE} is missing "
                 "(create one with `mmselect extract`, or see docs/features-format.md)"
             )
-        table = pq.read_table(table_path)
-        columns = {name: _from_arrow(table.column(name)) for name in table.column_names}
+        try:
+            table = pq.read_table(table_path)
+        except (OSError, pa.ArrowException) as err:
+            raise FeatureFormatError(
+                f"{table_path} cannot be read as parquet ({_first_line(err)}); rerun `mmselect extract` into a new "
+                "directory, or rewrite the file"
+            ) from None
+        try:
+            columns = {name: _from_arrow(table.column(name)) for name in table.column_names}
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            raise FeatureFormatError(f"{table_path}: a column cannot be read ({_first_line(err)})") from None
         n = table.num_rows
+        manifest = _read_manifest(root / MANIFEST_FILE)
+        listed = manifest.get("feature_arrays")
+        listed = {str(a) for a in listed} if isinstance(listed, list) else set()
         arrays, aux = {}, {}
         for npy in sorted(root.glob("*.npy")):
-            values = np.load(npy, mmap_mode="r" if mmap else None, allow_pickle=False)
-            (arrays if values.ndim == 2 and values.shape[0] == n else aux)[npy.stem] = values
-        manifest = {}
-        if (root / MANIFEST_FILE).exists():
-            manifest = json.loads((root / MANIFEST_FILE).read_text())
+            values = _load_npy(npy, mmap)
+            aligned = values.ndim == 2 and values.shape[0] == n
+            if npy.stem in listed and not aligned:
+                raise FeatureFormatError(
+                    f"{npy} has shape {values.shape}; as a feature array it needs 2 dimensions and one row per "
+                    f"sample of {SAMPLES_FILE} ({n}). Rerun `mmselect extract` or rewrite the file"
+                )
+            (arrays if aligned else aux)[npy.stem] = values
         return cls(columns, arrays, manifest, root=root, aux=aux)
 
+    @classmethod
+    def read_manifest(cls, path: str | Path) -> dict:
+        """The manifest of the features directory ``path`` (``{}`` when it has none)."""
+        return _read_manifest(Path(path) / MANIFEST_FILE)
+
     def save(self, path: str | Path) -> Path:
+        """Write the directory. An array that is already the memory map of its own file there is
+        left as it is; every file is written to a temporary name and renamed into place."""
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         table = pa.table({name: _to_arrow(values) for name, values in self._columns.items()})
-        pq.write_table(table, root / SAMPLES_FILE)
+        tmp = root / f".{SAMPLES_FILE}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, root / SAMPLES_FILE)
         for name, values in {**self._aux, **self._arrays}.items():
-            np.save(root / f"{name}.npy", np.ascontiguousarray(values), allow_pickle=False)
-        (root / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2, default=str))
+            target = root / f"{name}.npy"
+            if _is_map_of(values, target):
+                continue
+            tmp = root / f".{name}.tmp.npy"
+            np.save(tmp, np.ascontiguousarray(values), allow_pickle=False)
+            os.replace(tmp, target)
+        tmp = root / f".{MANIFEST_FILE}.tmp"
+        tmp.write_text(json.dumps(self.manifest, indent=2, default=str))
+        os.replace(tmp, root / MANIFEST_FILE)
         return root
+
+    def added_to(self, path: str | Path) -> "FeatureSet":
+        """These features together with those already in the features directory ``path``: its
+        columns and arrays that this set lacks stay, those it has are replaced. Refused with
+        :class:`FeatureConflictError` when the directory holds another model's or revision's
+        features, or other records. Without a features directory at ``path``: this set."""
+        root = Path(path)
+        if not (root / SAMPLES_FILE).exists():
+            return self
+        old = FeatureSet.load(root)
+        mine, theirs = _model_identity(self.manifest), _model_identity(old.manifest)
+        if mine and theirs and mine != theirs:
+            raise FeatureConflictError(
+                f"{root} holds features of {_describe_identity(theirs)}; this extraction uses "
+                f"{_describe_identity(mine)}. Features of two models do not mix in one directory: "
+                "extract into another --out (or delete the old one)"
+            )
+        if set(old.keys.tolist()) != set(self.keys.tolist()):
+            only_old = len(set(old.keys.tolist()) - set(self.keys.tolist()))
+            only_new = len(set(self.keys.tolist()) - set(old.keys.tolist()))
+            raise FeatureConflictError(
+                f"{root} holds features of other records ({only_old:,} record(s) only there, {only_new:,} only in "
+                "this extraction: another dataset, image root or --max-length?); extract into another --out"
+            )
+        rows = old.rows_for(self.keys.tolist())
+        same_order = bool(np.array_equal(rows, np.arange(old.n)))
+        columns = {name: (values if same_order else values[rows]) for name, values in old._columns.items()}
+        columns.update(self._columns)
+        arrays = {}
+        for name, values in old._arrays.items():
+            if name not in self._arrays:
+                arrays[name] = values if same_order else np.array(values[rows])  # in memory: its file is rewritten
+        arrays.update(self._arrays)
+        aux = {**{k: np.array(v) for k, v in old._aux.items() if k in self._aux}, **self._aux}
+        manifest = {**old.manifest, **self.manifest}
+        for field in ("features", "feature_columns", "feature_arrays"):
+            merged = [*(old.manifest.get(field) or []), *(self.manifest.get(field) or [])]
+            if field in manifest:
+                manifest[field] = list(dict.fromkeys(str(v) for v in merged))
+        manifest["feature_arrays"] = list(arrays)
+        manifest["feature_columns"] = list(columns)
+        return FeatureSet(columns, arrays, manifest, root=self.root, aux=aux)
 
     # --- access -------------------------------------------------------------------------------
     @property
@@ -173,9 +268,16 @@ class FeatureSet:
         return self._columns[name]
 
     def array(self, name: str) -> np.ndarray:
+        if name not in self._arrays and name in self._aux:
+            raise FeatureFormatError(self._misshapen(name))
         if name not in self._arrays:
             raise MissingFeaturesError(f"features have no array {name!r}.npy (have: {sorted(self._arrays)})")
         return self._arrays[name]
+
+    def _misshapen(self, name: str) -> str:
+        where = self.root / f"{name}.npy" if self.root is not None else f"{name}.npy"
+        return (f"{where} has shape {self._aux[name].shape}; a feature array needs 2 dimensions and one row per "
+                f"sample ({self.n} in {SAMPLES_FILE})")
 
     def has_aux(self, name: str) -> bool:
         return name in self._aux
@@ -212,6 +314,8 @@ class FeatureSet:
         """Raise :class:`MissingFeaturesError` naming every missing column/array and the extract option."""
         missing = []
         for need in needs:
+            if need.kind != "column" and not self.has_array(need.name) and self.has_aux(need.name):
+                raise FeatureFormatError(f"method '{method}' reads {need.name}.npy, but " + self._misshapen(need.name))
             present = self.has_column(need.name) if need.kind == "column" else self.has_array(need.name)
             if not present:
                 where = f"column '{need.name}' in {SAMPLES_FILE}" if need.kind == "column" else f"array '{need.name}.npy'"
@@ -246,6 +350,100 @@ class FeatureSet:
                 raise NonFiniteFeaturesError(
                     f"feature '{need.name}' has NaN or inf for {len(bad)} sample(s): {shown}{more}"
                 )
+
+
+def dataset_keys(data: str | os.PathLike, **read_options) -> list[str]:
+    """The key of every record of ``data``, in file order (``keys[i]`` is record ``i``'s): what a
+    hand-made features directory's ``key`` column holds to match the records without a
+    ``position`` column. ``read_options`` go to :func:`mmselect.data.readers.read_dataset`."""
+    from ..data.readers import read_dataset
+
+    dataset = read_dataset(data, check_images=False, **read_options)
+    return [dataset.key_of(position) for position in range(dataset.n_records)]
+
+
+def align_to_dataset(features: FeatureSet, dataset, by_key) -> FeatureSet:
+    """``features`` with the dataset's keys: as they are when every key is one of the dataset's
+    records (``by_key``), else taken from the ``position`` column (a hand-made directory)."""
+    keys = features.keys.tolist()
+    unknown = [k for k in keys if k not in by_key]
+    if not unknown:
+        return features
+    where = f"{features.root / SAMPLES_FILE}" if features.root is not None else "the features"
+    if not features.has_column("position"):
+        raise FeatureFormatError(
+            f"{len(unknown):,} row(s) of {where} match no record of {dataset.path} (first key: {unknown[0]!r}). "
+            "Give a `position` column (the record's index in the file, from 0), or use mmselect's keys: "
+            "mmselect.features.store.dataset_keys(path) lists them in file order"
+        )
+    positions = features.column("position")
+    if positions.dtype.kind not in "iu" and not (positions.dtype.kind == "f" and np.all(positions == np.round(positions))):
+        raise FeatureFormatError(f"{where}: column 'position' must hold integers, got {positions.dtype}")
+    positions = positions.astype(np.int64)
+    outside = np.flatnonzero((positions < 0) | (positions >= dataset.n_records))
+    if len(outside):
+        raise FeatureFormatError(
+            f"{where}: position {int(positions[outside[0]])} (row {int(outside[0])}) is outside {dataset.path}, "
+            f"which has {dataset.n_records:,} record(s) (positions 0..{dataset.n_records - 1})"
+        )
+    return features.with_columns(key=np.array([dataset.key_of(int(p)) for p in positions], dtype=object))
+
+
+def _is_map_of(values, path: Path) -> bool:
+    filename = getattr(values, "filename", None)
+    if not isinstance(values, np.memmap) or filename is None or not path.exists():
+        return False
+    return os.path.realpath(filename) == os.path.realpath(path)
+
+
+def _model_identity(manifest: Mapping) -> tuple | None:
+    model = manifest.get("model")
+    if not isinstance(model, dict) or not model.get("name"):
+        return None
+    return (model.get("name"), model.get("revision"))
+
+
+def _describe_identity(identity: tuple) -> str:
+    name, revision = identity
+    return f"model {name}" + (f" at revision {revision}" if revision else "")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+            raise FeatureFormatError(
+                f"{path} holds Python objects (a pickle), which mmselect never loads; save a numeric array "
+                "(np.save with a float dtype)"
+            ) from None
+        raise FeatureFormatError(f"{path} is not a valid .npy array ({_first_line(err)}); rewrite it") from None
+    except (OSError, EOFError) as err:
+        size = path.stat().st_size if path.exists() else 0
+        detail = "the file is empty" if size == 0 else _first_line(err)
+        raise FeatureFormatError(f"{path} cannot be read as a .npy array ({detail}); rewrite it or remove it") from None
+
+
+def _read_manifest(path: Path) -> dict:
+    """The manifest as a dict; a free-form one (a list, a model given as a string) is kept, under
+    keys the rest of mmselect can read."""
+    if not path.exists():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise FeatureFormatError(f"{path} is not valid JSON ({_first_line(err)}); fix it or remove it") from None
+    if not isinstance(manifest, dict):
+        return {"user": manifest}
+    model = manifest.get("model")
+    if model is not None and not isinstance(model, dict):
+        manifest = {**manifest, "model": {"name": str(model)}}
+    return manifest
 
 
 def _as_column(values) -> np.ndarray:

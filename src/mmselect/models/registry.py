@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from .hub import call_loading, check_model_source
 from .templates import Template, resolve_template
 
 
@@ -266,7 +267,9 @@ def load_model(
                 "not a local directory, not a Hugging Face id (owner/name)"
             )
     revision = revision or (preset.revision if preset else None)
-    config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    if not (preset and (preset.tiny or preset.assemble)):
+        check_model_source(source, revision)  # a wrong id or an unreachable hub: one line, before any download
+    config = call_loading(source, AutoConfig.from_pretrained, source, revision=revision, trust_remote_code=trust_remote_code)
     family = preset.family if preset else _family_from_config(config)
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
     if attn_implementation:
