@@ -415,9 +415,18 @@ def _first_line(err: Exception) -> str:
 
 def _load_npy(path: Path, mmap: bool) -> np.ndarray:
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError as err:
+        raise FeatureFormatError(f"{path} cannot be read ({_first_line(err)})") from None
+    if not magic:
+        raise FeatureFormatError(f"{path} cannot be read as a .npy array (the file is empty); rewrite it or remove it")
+    if magic != b"\x93NUMPY":
+        raise FeatureFormatError(f"{path} is not a valid .npy array (it lacks the .npy header); rewrite it with np.save")
+    try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as err:
-        if "allow_pickle" in str(err) or "Object arrays" in str(err):
+        if "allow_pickle" in str(err) or "Object arrays" in str(err) or "Python objects" in str(err):
             raise FeatureFormatError(
                 f"{path} holds Python objects (a pickle), which mmselect never loads; save a numeric array "
                 "(np.save with a float dtype)"
