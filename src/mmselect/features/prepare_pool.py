@@ -130,13 +130,16 @@ def _as_is(prepared: PreparedBatch) -> PreparedBatch:
     return prepared
 
 
-def _worker_context():
+def _worker_context(preparer: BatchPreparer):
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" not in methods:
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     # Imported once in the fork server, not again in every worker (no effect once it runs).
-    context.set_forkserver_preload(["torch", "transformers", __name__])
+    processor = preparer.bundle.processor
+    parts = [processor, getattr(processor, "tokenizer", None), getattr(processor, "image_processor", None)]
+    modules = [type(part).__module__ for part in parts if part is not None]
+    context.set_forkserver_preload(list(dict.fromkeys(["torch", "transformers", __name__, *modules])))
     return context
 
 
@@ -155,7 +158,7 @@ class PreparePool:
             _PrepareDataset(_unpinned(preparer)),
             batch_size=None, sampler=self._work, num_workers=num_workers, collate_fn=_as_is,
             pin_memory=pin, prefetch_factor=max(1, depth), persistent_workers=True,
-            multiprocessing_context=_worker_context(),
+            multiprocessing_context=_worker_context(preparer),
         )
 
     def prepared(self, batches: list[list[Sample]], view: str) -> Iterator[PreparedBatch]:
