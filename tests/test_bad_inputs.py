@@ -250,7 +250,7 @@ def test_hand_made_features_match_the_data_by_position(tmp_path, small):
                            columns={"position": positions, "answer_nll": np.array([5.0, 4.0, 3.0, 2.0, 1.0])}).save(root)
     out = tmp_path / "o"
     result = _invoke("select", "--features", root, "--method", "perplexity", "--budget", "5", "--data", small,
-                     "--out", out, "--dedup", "none")
+                     "--out", out)
     assert result.exit_code == 0, result.output
     counts = _check_counts(out, N_RECORDS)
     assert counts["selected"] == 5 and counts["rejected"] == N_RECORDS - 5
