@@ -17,8 +17,8 @@ utilisation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 @dataclass
@@ -33,7 +33,7 @@ class FlopCount:
     def total(self) -> float:
         return self.vision + self.projector + self.language + self.attention + self.lm_head
 
-    def __add__(self, other: "FlopCount") -> "FlopCount":
+    def __add__(self, other: FlopCount) -> FlopCount:
         return FlopCount(*(getattr(self, f) + getattr(other, f) for f in ("vision", "projector", "language", "attention", "lm_head")))
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -37,7 +37,7 @@ class PreparedBatch:
     batch: EncodedBatch | None  # None: the kept rows could not be encoded together
     error: str | None = None  # why not
 
-    def pin_memory(self) -> "PreparedBatch":
+    def pin_memory(self) -> PreparedBatch:
         """Page-locked tensors (called by the DataLoader's pinning thread on a GPU)."""
         return dataclasses.replace(self, batch=self.batch.pin_memory()) if self.batch is not None else self
 
@@ -183,4 +183,4 @@ def _unpinned(preparer: BatchPreparer) -> BatchPreparer:
     return copy
 
 
-__all__ = ["BatchPreparer", "MAX_DEFAULT_WORKERS", "PreparePool", "PreparedBatch", "available_cpus", "default_workers"]
+__all__ = ["MAX_DEFAULT_WORKERS", "BatchPreparer", "PreparePool", "PreparedBatch", "available_cpus", "default_workers"]
