@@ -125,21 +125,17 @@ def test_ifd_bands_threshold_and_fill():
     assert np.array_equal(top_k_mask(result.scores, 5), result.selected)
 
 
-def test_ifd_answer_only_pass_drops_the_question_and_the_image():
+def test_ifd_answer_only_pass_drops_the_question_and_the_image(tiny_llava):
     # the instruction of a visual sample is its image and its question: the pass without it
     # scores the same answer tokens with neither
-    from types import SimpleNamespace
-
     from mmselect.data.records import Sample, Turn
-    from mmselect.features.extractor import Extractor
-    from mmselect.models.templates import TEMPLATES
+    from mmselect.features.prepare_pool import BatchPreparer
 
     sample = Sample(position=0, key="k", record={}, turns=[Turn("user", "<image>\nWhat is it?"), Turn("assistant", "A cat.")],
                     images=["a.png"], task="t", image_paths=["a.png"])
-    extractor = object.__new__(Extractor)
-    extractor.bundle = SimpleNamespace(template=TEMPLATES["vicuna_v1"])
-    full = extractor._render(sample, "full")
-    alone = extractor._render(sample, "answer_only")
+    preparer = BatchPreparer(tiny_llava, 2048)
+    full = preparer.render(sample, "full")
+    alone = preparer.render(sample, "answer_only")
     assert full.image_paths and "What is it?" in full.text
     assert alone.image_paths == [] and "What is it?" not in alone.text
     assert [alone.text[s:e] for s, e in alone.answer_spans] == [full.text[s:e] for s, e in full.answer_spans]
