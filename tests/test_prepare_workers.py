@@ -114,3 +114,27 @@ def test_preparer_travels_without_the_model(tiny_llava):
     copy = pickle.loads(pickle.dumps(preparer))
     assert copy.bundle.model is None and tiny_llava.model is not None
     assert copy.bundle.tokenizer("a cat")["input_ids"] == tiny_llava.tokenizer("a cat")["input_ids"]
+
+
+@pytest.mark.parametrize("command", ["extract", "run"])
+def test_num_workers_option_reaches_the_extraction(command, mini_data, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mmselect import pipeline
+    from mmselect.cli import app
+    from mmselect.errors import ConfigError
+
+    seen = {}
+
+    def capture(*args, options=None, **kwargs):
+        seen["options"] = options
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(pipeline, command, capture)
+    args = {"extract": ["extract", mini_data, "--out", tmp_path / "f", "--features", "tokens"],
+            "run": ["run", mini_data, "--method", "random", "--budget", "0.5", "--out", tmp_path / "o"]}[command]
+    for given, expected in ((["--num-workers", "3"], 3), ([], None)):
+        result = CliRunner().invoke(app, [str(a) for a in args + given])
+        assert "stop here" in result.output and seen["options"].num_workers == expected
+    refused = CliRunner().invoke(app, [str(a) for a in args + ["--num-workers", "-1"]])
+    assert refused.exit_code != 0 and "num-workers" in refused.output
