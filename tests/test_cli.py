@@ -79,7 +79,7 @@ def test_bad_records_are_rejected_and_counted(tmp_path, mini_images):
     bad = Path(__file__).resolve().parents[1] / "examples" / "mini" / "bad_records.json"
     out = tmp_path / "out"
     result = _invoke("run", bad, "--image-root", mini_images, "--method", "random", "--budget", "1",
-                     "--model", "tiny-llava", "--out", out, "--no-progress")
+                     "--model", "tiny-llava", "--out", out, "--no-progress", "--max-rejected", "1")
     assert result.exit_code == 0, result.output
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     manifest = json.loads((out / "manifest.json").read_text())

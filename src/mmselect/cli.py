@@ -101,7 +101,7 @@ def _runner_options(runner: str, address: str | None, workers: int | None) -> di
 
 def _fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=getattr(err, "exit_code", 2))  # 2: a user error; 130: interrupted
 
 
 def _offline_if_tiny(model: str) -> None:
@@ -129,6 +129,9 @@ DeviceMapOpt = typer.Option(
     help="auto: spread a model larger than one GPU over all GPUs (needs `pip install 'mmselect[multi-gpu]'`); "
     "replaces --device.",
 )
+MaxRejectedOpt = typer.Option(
+    0.1, "--max-rejected", help="Stop when more than this share of the records is rejected (e.g. a wrong --image-root); "
+    "1 goes on with whatever is usable.")
 DeviceOpt = typer.Option("auto", "--device", help="auto (the first CUDA GPU if there is one, else cpu), cpu, cuda, cuda:1, ...")
 MaxLengthOpt = typer.Option(None, "--max-length", help="Tokens per sample (default: the model's context length); longer samples lose their text tail, a sample whose image tokens do not fit is rejected.")
 NumWorkersOpt = typer.Option(
@@ -183,6 +186,7 @@ def run(
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     task_field: Optional[str] = typer.Option(None, "--task-field", help="Record field holding the task/source label (default: first directory of the image path; 'text' for text-only)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record instead of rejecting it."),
+    max_rejected: float = MaxRejectedOpt,
     device: str = DeviceOpt,
     device_map: Optional[str] = DeviceMapOpt,
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
@@ -215,7 +219,7 @@ def run(
         )
         result = pipeline.run(
             data, method=method, budget=budget, out=out, params=_parse_params(param), image_root=image_root,
-            task_field=task_field, strict=strict, options=options,
+            task_field=task_field, strict=strict, options=options, max_rejected=max_rejected,
         )
     except ArrayTaskDone as done:
         console.print(f"[green]{done}[/]")
@@ -235,6 +239,7 @@ def extract(
     model: str = ModelOpt,
     task_field: Optional[str] = typer.Option(None, "--task-field", help="Record field holding the task/source label (default: first directory of the image path)."),
     strict: bool = typer.Option(False, "--strict", help="Fail on the first bad record instead of rejecting it."),
+    max_rejected: float = MaxRejectedOpt,
     device: str = DeviceOpt,
     device_map: Optional[str] = DeviceMapOpt,
     dtype: str = typer.Option("auto", "--dtype", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
@@ -287,7 +292,7 @@ def extract(
         options = options.replace(feature_params=merge_feature_params(deprecated, options.feature_params))
         featureset = pipeline.extract(
             data, out=out, features=names, methods=method_names, image_root=image_root,
-            task_field=task_field, strict=strict, options=options,
+            task_field=task_field, strict=strict, options=options, max_rejected=max_rejected,
         )
     except ArrayTaskDone as done:
         console.print(f"[green]{done}[/]")

@@ -25,7 +25,10 @@ from .export import (
     write_subset,
 )
 from .features.context import ExtractOptions
-from .features.store import FeatureSet
+from .features.store import FeatureSet, align_to_dataset
+from .locking import exclusive_run
+from .validation import FEATURE_OUTPUTS, after_extraction, before_model, check_budgets, check_extract_options, check_output_dir, \
+    stop_if_nothing_usable
 from .methods import get_method
 from .methods.base import SelectionResult
 from .report import write_html_report, write_report
@@ -48,6 +51,7 @@ def _extract_options(options: ExtractOptions | None, fields: dict[str, Any]) -> 
     return options
 
 
+@exclusive_run
 def extract(
     data: str | os.PathLike,
     *,
@@ -59,6 +63,7 @@ def extract(
     strict: bool = False,
     dataset: Dataset | None = None,
     options: ExtractOptions | None = None,
+    max_rejected: float | None = None,
     **option_fields: Any,
 ) -> FeatureSet:
     """Read ``data``, run the model once, write a features directory to ``out``.
@@ -83,11 +88,12 @@ def extract(
         implied = merge_feature_params(implied, method.feature_params())
     options = options.replace(feature_params=merge_feature_params(implied, options.feature_params))
     resolve_features(names, options.feature_params)  # unknown names and options fail before any work
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_extract_options(options)
+    out = check_output_dir(out, FEATURE_OUTPUTS)
     started = time.time()
     if dataset is None:
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
+    before_model(dataset, _read_rejects(dataset), out=out, model=options.model if names else None, max_rejected=max_rejected)
     runner = make_runner(options.runner, **(options.runner_options or {}))
     bundle = _main_model(options, runner) if names else None  # a method that reads no feature needs no model
     context = ExtractionContext(options, runner, Path(options.cache_dir or out / "cache"), bundle)
@@ -96,6 +102,7 @@ def extract(
         first = extraction_rejects[0]
         raise MMSelectError(f"record {first.key}: {first.reason} ({dataset.path})")
     rejected = _read_rejects(dataset) + extraction_rejects
+    after_extraction(dataset, rejected, max_rejected=max_rejected, cache=context.cache_dir)
     featureset.manifest.update(
         build_manifest(
             started=started,
@@ -109,6 +116,7 @@ def extract(
             runner=type(runner).__name__,
         )
     )
+    featureset = featureset.added_to(out)  # a second extraction adds its features to the directory
     featureset.save(out)
     write_rejected(sorted(rejected, key=lambda r: r.position), out)
     featureset.root = out
@@ -176,8 +184,7 @@ def select(
         from .features.user_scores import merge_user_scores
 
         featureset = merge_user_scores(featureset, scores)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out)
     selector = get_method(method, **dict(params or {}))
     budget = Budget.parse(budget)
     if rejected is None:
@@ -186,6 +193,7 @@ def select(
     if dataset is None and data is not None:
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, check_images=False)
     by_key = dataset.by_key() if dataset is not None else {}
+    featureset = align_to_dataset(featureset, dataset, by_key) if dataset is not None else featureset
     if dataset is not None:
         rejected = _account_for_dataset(featureset, dataset, by_key, rejected)
     result = selector.select(featureset, budget)
@@ -245,6 +253,7 @@ def select(
     return result
 
 
+@exclusive_run
 def run(
     data: str | os.PathLike,
     *,
@@ -262,6 +271,7 @@ def run(
     device: str | None = None,
     progress: bool | None = None,
     feature_params: dict[str, dict[str, Any]] | None = None,
+    max_rejected: float | None = None,
 ) -> SelectionResult:
     """Read, extract what ``method`` needs, select, export: the whole job.
 
@@ -272,10 +282,12 @@ def run(
     from .features.registry import merge_feature_params
 
     options = (options or ExtractOptions()).replace(model=model, batch_size=batch_size, device=device, progress=progress)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(out)
     dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
     selector = get_method(method, **(params or {}))
+    before_model(dataset, _read_rejects(dataset), out=features_dir or out / "features", model=None, max_rejected=max_rejected)
+    check_budgets([Budget.parse(budget)], len(dataset.samples), dataset.path)
+    stop_if_nothing_usable(dataset, _read_rejects(dataset), out, method=method, n_usable=len(dataset.samples))
     options = options.replace(
         feature_params=merge_feature_params(selector.feature_params(), options.feature_params, feature_params)
     )
@@ -289,7 +301,9 @@ def run(
         strict=strict,
         dataset=dataset,
         options=options,
+        max_rejected=max_rejected,
     )
+    stop_if_nothing_usable(dataset, read_rejected_records(feature_dir), out, method=method, n_usable=featureset.n)
     return select(
         featureset,
         method=method,
