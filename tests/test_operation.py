@@ -128,7 +128,7 @@ def test_config_file_gives_options_and_flags_override_it(tmp_path, tiny_data, mi
     config = tmp_path / "job.toml"
     config.write_text(
         f'method = "random"\nbudget = "0.5"\nimage-root = "{mini_images}"\nfeatures = "ignored-by-run"\n'
-        f'[run]\nout = "{tmp_path / "out"}"\nparam = ["seed=3"]\n'
+        f'[run]\nout = "{tmp_path / "out"}"\nparam = "seed=3"\n'
     )
     result = _invoke("run", tiny_data, "--config", config, "--budget", "5")
     assert result.exit_code == 0, result.output

@@ -1,7 +1,8 @@
 """``--config FILE``: a command's options from a YAML or TOML file; flags on the command line win.
 
 Keys are option names, with dashes or underscores (``batch-size = 16``, ``feature_param =
-["coincide.layers=[3,7]"]``), the positional argument under its own name (``data``). Keys at the
+["coincide.layers=[3,7]"]``), the positional argument under its own name (``data``); paths are
+relative to the current directory, as on the command line. Keys at the
 top level apply to every command that has that option; a table named after a command (``[run]``,
 ``[extract]``, ``[select]``) applies to that command only and overrides the top level, so one file
 can hold a whole two-step job. A key no command knows is an error naming it.
@@ -95,7 +96,9 @@ def command_defaults(data: dict[str, Any], command: Any, command_name: str,
                 raise ConfigError(f"{source} [{command_name}]: unknown option {key!r} (options: "
                                   f"{', '.join(sorted(n.replace('_', '-') for n in own))})")
             values[name] = value
-    return values
+    repeatable = {p.name for p in command.params if getattr(p, "multiple", False)}
+    # a repeatable option given one value in the file (param = "seed=3") is a list of one
+    return {name: [value] if name in repeatable and isinstance(value, str) else value for name, value in values.items()}
 
 
 def _known_to_other_commands(ctx: Any) -> set[str]:
