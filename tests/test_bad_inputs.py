@@ -312,3 +312,17 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_reuses_shards(tmp_path, small, 
     assert result.exit_code == 0, result.output
     assert "resumed: reused 1 finished shard(s)" in result.output
     assert FeatureSet.load(out).n == N_RECORDS
+
+
+def test_unknown_hub_id_is_reported_before_the_data_is_read(tmp_path, small, mini_images, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the dataset was read before the model id was checked")
+
+    monkeypatch.setattr("mmselect.pipeline.read_dataset", refuse)
+    for command in (["run", "--method", "perplexity", "--budget", "3"], ["extract", "--features", "spectrum"]):
+        result = _invoke(command[0], small, "--image-root", mini_images, *command[1:], "--model", "nobody/no-such-model",
+                         "--out", tmp_path / command[0], "--no-progress")
+        _check_user_error(result, "model 'nobody/no-such-model' is not in the local Hugging Face cache")

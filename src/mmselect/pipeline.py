@@ -28,7 +28,7 @@ from .features.context import ExtractOptions
 from .features.store import FeatureSet, align_to_dataset
 from .locking import exclusive_run
 from .validation import FEATURE_OUTPUTS, after_extraction, before_model, check_budgets, check_extract_options, check_output_dir, \
-    stop_if_nothing_usable
+    check_model_available, stop_if_nothing_usable
 from .methods import get_method
 from .methods.base import SelectionResult
 from .report import write_html_report, write_report
@@ -90,6 +90,8 @@ def extract(
     resolve_features(names, options.feature_params)  # unknown names and options fail before any work
     check_extract_options(options)
     out = check_output_dir(out, FEATURE_OUTPUTS)
+    if dataset is None and names:
+        check_model_available(options.model, options.revision)
     started = time.time()
     if dataset is None:
         dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
@@ -283,6 +285,8 @@ def run(
 
     options = (options or ExtractOptions()).replace(model=model, batch_size=batch_size, device=device, progress=progress)
     out = check_output_dir(out)
+    if get_method(method, **(params or {})).extract_features():
+        check_model_available(options.model, options.revision)  # before the dataset is read
     dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
     selector = get_method(method, **(params or {}))
     before_model(dataset, _read_rejects(dataset), out=features_dir or out / "features", model=None, max_rejected=max_rejected)

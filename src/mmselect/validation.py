@@ -177,6 +177,22 @@ def check_feature_dir_model(out: str | os.PathLike, model: str | None) -> None:
         )
 
 
+def check_model_available(model: str | None, revision: str | None = None) -> None:
+    """The model is a preset, a local directory, or a hub id that is cached or that the hub knows:
+    checked before the dataset is read, so a mistyped id costs seconds (see :mod:`.models.hub`)."""
+    if not model:
+        return
+    from .models.hub import check_model_source
+    from .models.registry import PRESETS
+
+    preset = PRESETS.get(model)
+    if preset is not None and (preset.tiny or preset.assemble):
+        return
+    if preset is None and not Path(model).exists() and "/" not in model:
+        return  # load_model names the presets
+    check_model_source(preset.hf_id if preset is not None else model, revision or (preset.revision if preset else None))
+
+
 def before_model(dataset, rejected: Sequence, *, out: str | os.PathLike, model: str | None,
                  max_rejected: float | None) -> None:
     """What ``extract`` checks once the dataset is read, before it loads a model."""
@@ -200,7 +216,7 @@ def after_extraction(dataset, rejected: Sequence, *, max_rejected: float | None,
 
 __all__ = [
     "NoUsableRecordsError", "stop_if_nothing_usable",
-    "after_extraction", "before_model", "check_feature_dir_model",
+    "after_extraction", "before_model", "check_feature_dir_model", "check_model_available",
     "DEFAULT_MAX_REJECTED", "FEATURE_OUTPUTS", "SELECTION_OUTPUTS", "TooManyRejectedError", "check_budgets",
     "check_extract_options", "check_max_rejected", "check_output_dir", "check_rejected_share", "reason_kind",
 ]
