@@ -326,3 +326,25 @@ def test_unknown_hub_id_is_reported_before_the_data_is_read(tmp_path, small, min
         result = _invoke(command[0], small, "--image-root", mini_images, *command[1:], "--model", "nobody/no-such-model",
                          "--out", tmp_path / command[0], "--no-progress")
         _check_user_error(result, "model 'nobody/no-such-model' is not in the local Hugging Face cache")
+
+
+def test_custom_model_code_needs_trust_remote_code(tmp_path, small, mini_images):
+    model_dir = tmp_path / "custom-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({
+        "model_type": "mmselect_custom", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}))
+    (model_dir / "configuration_custom.py").write_text(
+        "from transformers import PretrainedConfig\nclass CustomConfig(PretrainedConfig):\n    model_type = 'mmselect_custom'\n")
+    result = _invoke("extract", small, "--image-root", mini_images, "--features", "spectrum", "--model", model_dir,
+                     "--out", tmp_path / "out", "--no-progress")
+    _check_user_error(result, f"model {model_dir} ships its own Python code", "--trust-remote-code")
+
+
+def test_utf8_bom_file_finishes_with_counts_that_add_up(tmp_path, small, mini_images):
+    data = tmp_path / "bom.json"
+    data.write_bytes(b"\xef\xbb\xbf" + small.read_bytes())
+    out = tmp_path / "out"
+    result = _invoke("run", data, "--image-root", mini_images, "--method", "random", "--budget", "4", "--out", out,
+                     "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert _check_counts(out, N_RECORDS)["selected"] == 4
