@@ -138,3 +138,20 @@ def test_num_workers_option_reaches_the_extraction(command, mini_data, tmp_path,
         assert "stop here" in result.output and seen["options"].num_workers == expected
     refused = CliRunner().invoke(app, [str(a) for a in args + ["--num-workers", "-1"]])
     assert refused.exit_code != 0 and "num-workers" in refused.output
+
+
+def test_the_pair_pass_prepares_in_workers_too(tiny_llava, mini_samples, tmp_path):
+    """CLIPPER's one-shot pairs (two samples in one sequence) give the same values with workers."""
+    from mmselect.features.context import ExtractionContext, ExtractOptions
+    from mmselect.features.extract import run_features
+    from mmselect.runners import LocalRunner
+
+    values = []
+    for workers in (0, 2):
+        options = ExtractOptions(batch_size=4, shard_size=8, progress=False, num_workers=workers,
+                                 feature_params={"clipper": {"m": 1}})
+        context = ExtractionContext(options, LocalRunner(), tmp_path / f"w{workers}", tiny_llava)
+        features, _ = run_features(mini_samples[:8], ["clipper"], context)
+        values.append(features)
+    assert values[0].column("icl_answer_nll").tobytes() == values[1].column("icl_answer_nll").tobytes()
+    assert np.isfinite(values[0].column("icl_answer_nll")).all()

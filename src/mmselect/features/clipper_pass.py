@@ -79,7 +79,7 @@ class ClipperFeature(Feature):
         pairs = [PairSample(samples[d], samples[q]) for q, d in zip(query_idx, demo_idx)]
         options = context.options
         extractor = Extractor(context.bundle, make_features([_ZERO_SHOT]), batch_size=options.batch_size,
-                              max_length=options.max_length, prefetch=options.prefetch)
+                              max_length=options.max_length, prefetch=options.prefetch, num_workers=options.num_workers)
         spec = {"main": context.main_spec, "clipper": params,
                 "keys": hashlib.sha1("".join(s.key for s in samples).encode()).hexdigest()}
         outputs = context.runner.run_shards(
