@@ -46,7 +46,7 @@ test-minimums:
 	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip packaging
 	$(MIN_VENV)/bin/python scripts/lower_bounds.py > $(MIN_VENV)/constraints.txt
 	echo "pytest==8.0.0" >> $(MIN_VENV)/constraints.txt
-	$(MIN_VENV)/bin/python -m pip install -q -c $(MIN_VENV)/constraints.txt \
+	$(MIN_VENV)/bin/python -m pip install -q --only-binary :all: -c $(MIN_VENV)/constraints.txt \
 		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e . pytest
 	HF_HUB_OFFLINE=1 $(MIN_VENV)/bin/python -m pytest $(SMOKE_TESTS)
 
