@@ -283,3 +283,4 @@ def test_device_map_without_accelerate_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "accelerate", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"mmselect\[multi-gpu\]"):
         load_model("tiny-llava", device="cpu", device_map="auto")
+

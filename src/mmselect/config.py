@@ -144,9 +144,16 @@ class ConfiguredCommand(typer.core.TyperCommand):
 
 
 def resolved_invocation(ctx: Any) -> dict[str, Any]:
-    """The command, its resolved options and, when one was given, the config file and its digest."""
+    """The command, its resolved options, the checksums of the files they name and, when one was
+    given, the config file and its digest."""
+    from .provenance import input_checksum
+
     options = {k: _plain(v) for k, v in ctx.params.items() if k != "config"}
     record: dict[str, Any] = {"command": ctx.info_name, "options": options}
+    # every file an option names (the data, a scores file): its checksum; folders are not hashed
+    files = {k: input_checksum(v) for k, v in options.items() if isinstance(v, str) and v and Path(v).is_file()}
+    if files:
+        record["input_files"] = files
     path = ctx.meta.get("mmselect_config_file")
     if path:
         record["file"] = path

@@ -148,11 +148,13 @@ def build_manifest(*, started: float, counts: dict[str, int], **fields: Any) -> 
     manifest = {**fields, "counts": counts, "versions": library_versions(), "accelerator": accelerator(),
                 "seconds": round(time.time() - started, 3)}
     inputs = {name: input_checksum(fields[name]) for name in ("data", "scores") if isinstance(fields.get(name), (str, Path))}
-    if any(inputs.values()):
-        manifest["inputs"] = {name: value for name, value in inputs.items() if value}
     invocation = current_invocation()
     if invocation is not None:
         manifest.setdefault("config", invocation)
+        for name, checksum in (invocation.get("input_files") or {}).items():
+            inputs.setdefault(name, checksum)
+    if any(inputs.values()):
+        manifest["inputs"] = {name: value for name, value in inputs.items() if value}
     return manifest
 
 
