@@ -216,3 +216,17 @@ def test_custom_code_without_trust_remote_code_names_the_option(tmp_path):
 
 def test_model_source_error_is_a_user_error():
     assert issubclass(ModelSourceError, MMSelectError)
+
+
+def test_a_run_that_fails_early_leaves_no_directory_it_created(tmp_path):
+    @exclusive_run
+    def work(*, out):
+        raise ConfigError("bad option")
+
+    with pytest.raises(ConfigError):
+        work(out=tmp_path / "new" / "out")
+    assert not (tmp_path / "new" / "out").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ConfigError):
+        work(out=tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()  # existed before: stays

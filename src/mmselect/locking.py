@@ -43,6 +43,7 @@ def directory_lock(directory: str | os.PathLike, *, what: str = "output director
     if path.exists() and not path.is_dir():
         yield
         return
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -80,6 +81,12 @@ def directory_lock(directory: str | os.PathLike, *, what: str = "output director
         with contextlib.suppress(OSError):
             handle.seek(0)
             handle.truncate()
+        # A run that stopped before writing anything leaves no directory it created behind.
+        if created:
+            with contextlib.suppress(OSError):
+                if [p.name for p in Path(real).iterdir()] == [LOCK_FILE]:
+                    lock_path.unlink()
+                    Path(real).rmdir()
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
 
