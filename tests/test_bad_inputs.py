@@ -348,3 +348,11 @@ def test_utf8_bom_file_finishes_with_counts_that_add_up(tmp_path, small, mini_im
                      "--no-progress")
     assert result.exit_code == 0, result.output
     assert _check_counts(out, N_RECORDS)["selected"] == 4
+
+
+def test_extracting_into_a_damaged_features_directory_stops_before_the_model(tmp_path, small, mini_images, no_model):
+    out = tmp_path / "feat"
+    FeatureSet.from_arrays(keys=["a"], columns={"sve": np.ones(1)}, manifest={"model": {"name": "tiny-llava"}}).save(out)
+    (out / "samples.parquet").write_bytes(b"")
+    result = _invoke("extract", small, "--image-root", mini_images, "--features", "spectrum", "--out", out, "--no-progress")
+    _check_user_error(result, f"{out / 'samples.parquet'} cannot be read as parquet")

@@ -169,7 +169,8 @@ def check_feature_dir_model(out: str | os.PathLike, model: str | None) -> None:
     out = Path(out)
     if model is None or not (out / SAMPLES_FILE).exists():
         return
-    existing = (FeatureSet.read_manifest(out).get("model") or {}).get("name")
+    # Opening it checks every file, so a damaged directory is reported now, not after the extraction.
+    existing = (FeatureSet.load(out).manifest.get("model") or {}).get("name")
     if existing and existing != model:
         raise FeatureConflictError(
             f"{out} holds features of model {existing}; this extraction uses model {model}. Features of two "
