@@ -5,12 +5,14 @@ processes.
 holds its own copy of the processor and tokenizer. :class:`PreparePool` runs it in a persistent
 ``torch.utils.data.DataLoader`` (workers started once per pass, reused across shards and views)
 and yields the prepared batches in submission order, so the features are bit-identical to those
-of preparing in this process. Worker processes start from a fork server (preloaded with torch
-and transformers), never by forking this process: it may hold a CUDA context and threads.
+of preparing in this process. Workers are forked where the platform can (they never touch the
+GPU, so a CUDA context in this process does not matter, and no script needs a ``__main__`` guard),
+with the tokenizer's own thread pool off in them: one worker, one core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -130,17 +132,23 @@ def _as_is(prepared: PreparedBatch) -> PreparedBatch:
     return prepared
 
 
-def _worker_context(preparer: BatchPreparer):
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" not in methods:
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    # Imported once in the fork server, not again in every worker (no effect once it runs).
-    processor = preparer.bundle.processor
-    parts = [processor, getattr(processor, "tokenizer", None), getattr(processor, "image_processor", None)]
-    modules = [type(part).__module__ for part in parts if part is not None]
-    context.set_forkserver_preload(list(dict.fromkeys(["torch", "transformers", __name__, *modules])))
-    return context
+def _worker_context():
+    return multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+
+
+@contextlib.contextmanager
+def _single_threaded_tokenizers():
+    """Workers started inside this block run the tokenizer without its thread pool (and without
+    the warning it prints when forked after using it); this process keeps its setting."""
+    name = "TOKENIZERS_PARALLELISM"
+    previous = os.environ.get(name)
+    if previous is None:
+        os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
 
 
 class PreparePool:
@@ -158,7 +166,7 @@ class PreparePool:
             _PrepareDataset(_unpinned(preparer)),
             batch_size=None, sampler=self._work, num_workers=num_workers, collate_fn=_as_is,
             pin_memory=pin, prefetch_factor=max(1, depth), persistent_workers=True,
-            multiprocessing_context=_worker_context(preparer),
+            multiprocessing_context=_worker_context(),
         )
 
     def prepared(self, batches: list[list[Sample]], view: str) -> Iterator[PreparedBatch]:
@@ -166,7 +174,8 @@ class PreparePool:
         if not batches:
             return iter(())
         self._work.items = [(view, batch) for batch in batches]
-        return iter(self._loader)
+        with _single_threaded_tokenizers():  # the first call starts the workers
+            return iter(self._loader)
 
     def close(self) -> None:
         """Stop the worker processes (they also stop when the pool is garbage-collected)."""
