@@ -110,14 +110,21 @@ def _offline_if_tiny(model: str) -> None:
 
 
 def _summary(out: Path, result) -> None:
+    if isinstance(result, list):  # several budgets: one output directory each
+        for directory in sorted(p for p in out.glob("budget-*") if (p / "manifest.json").exists()):
+            _summary(directory, None)
+        return
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
+    duplicates = f", {counts['duplicates']:,} of them duplicates" if counts.get("duplicates") else ""
     console.print(
         f"[green]selected {counts['selected']:,}[/] of {counts['input_records']:,} records "
-        f"({counts['not_selected']:,} not selected, {counts['rejected']:,} rejected) -> {out}"
+        f"({counts['not_selected']:,} not selected{duplicates}, {counts['rejected']:,} rejected) -> {out}"
     )
     if manifest["outputs"].get("subset"):
         console.print(f"  subset:    {out / manifest['outputs']['subset']}")
+    for name in manifest["outputs"].get("trainer_subset") or []:
+        console.print(f"  trainer:   {out / name}")
     console.print(f"  scores:    {out / 'selection.parquet'}")
     console.print(f"  report:    {out / 'report.html'} (and report.md)")
     if counts["rejected"]:
@@ -165,6 +172,23 @@ AllowMissingScoresOpt = typer.Option(
 )
 
 
+DedupOpt = typer.Option(
+    "exact", "--dedup",
+    help="Duplicate guard before selecting: exact (identical records keep their first occurrence), near "
+    "(also same-task records within --dedup-threshold cosine of an earlier kept one), none (each "
+    "method's official behaviour). Duplicates are not selected; the budget counts the rest.",
+)
+DedupThresholdOpt = typer.Option(0.95, "--dedup-threshold", help="Cosine similarity at or above which --dedup near marks a duplicate.")
+DedupEmbeddingOpt = typer.Option(None, "--dedup-embedding", help="Embedding --dedup near compares (default: last_token, else mean_embed, else visual_mean).")
+ExportFormatOpt = typer.Option(
+    "same", "--export-format",
+    help="Also write the subset for a trainer: llava-json, sharegpt (LLaMA-Factory, ms-swift; with a "
+    "dataset_info.json entry), hf (parquet for TRL). same: only the input's own format.",
+)
+TaskPresetOpt = typer.Option(None, "--task-preset", help="How records get their task without --task-field: image-dir, llava-665k (LLaVA-1.5's ten sources; the default for DataTailor with the LLaVA-1.5 presets).")
+TemplateOpt = typer.Option(None, "--template", help="Chat template: vicuna_v1, qwen2_vl, chatml_image, chat_template (the processor's own); default: the preset's or the model family's.")
+
+
 def _extract_options(**fields: Any):
     """An :class:`ExtractOptions` from the command's values (``feature_param``: NAME.KEY=VALUE items)."""
     from .features.context import ExtractOptions
@@ -201,11 +225,21 @@ def run(
     feature_param: Optional[list[str]] = FeatureParamOpt,
     shard_size: int = typer.Option(256, "--shard-size", help="Samples per resumable shard."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress (a bar, or lines in a log)."),
+    scores: Optional[Path] = typer.Option(None, "--scores", help=SCORES_HELP),
+    allow_missing_scores: bool = AllowMissingScoresOpt,
+    dedup: str = DedupOpt,
+    dedup_threshold: float = DedupThresholdOpt,
+    dedup_embedding: Optional[str] = DedupEmbeddingOpt,
+    export_format: str = ExportFormatOpt,
+    task_preset: Optional[str] = TaskPresetOpt,
+    template: Optional[str] = TemplateOpt,
     num_shards: Optional[int] = NumShardsOpt,
     shard_index: Optional[int] = ShardIndexOpt,
     config: Optional[Path] = ConfigOpt,
 ):
-    """Read, extract the features the method needs, select, export: the whole job."""
+    """Read, extract the features the method needs, select, export: the whole job.
+
+    Several budgets (--budget 0.1,0.2) fit the method once and write OUT/budget-<b>/ each."""
     from . import pipeline
 
     _offline_if_tiny(model)
@@ -216,10 +250,13 @@ def run(
             num_workers=num_workers,
             runner=array_runner(runner, num_shards, shard_index),
             runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
+            template=template,
         )
         result = pipeline.run(
             data, method=method, budget=budget, out=out, params=_parse_params(param), image_root=image_root,
-            task_field=task_field, strict=strict, options=options, max_rejected=max_rejected,
+            task_field=task_field, strict=strict, options=options, scores=scores, max_rejected=max_rejected,
+            allow_missing_scores=allow_missing_scores, dedup=dedup, dedup_threshold=dedup_threshold,
+            dedup_embedding=dedup_embedding, export_format=export_format, task_preset=task_preset,
         )
     except ArrayTaskDone as done:
         console.print(f"[green]{done}[/]")
@@ -264,6 +301,8 @@ def extract(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress (a bar, or lines in a log)."),
     num_shards: Optional[int] = NumShardsOpt,
     shard_index: Optional[int] = ShardIndexOpt,
+    task_preset: Optional[str] = TaskPresetOpt,
+    template: Optional[str] = TemplateOpt,
     config: Optional[Path] = ConfigOpt,
 ):
     """Run the model once over DATA and write a features directory.
@@ -284,6 +323,7 @@ def extract(
             max_length=max_length, array_dtype=array_dtype, revision=revision, num_workers=num_workers,
             trust_remote_code=trust_remote_code, progress=progress, runner=array_runner(runner, num_shards, shard_index),
             runner_options=_runner_options(runner, ray_address, workers), feature_param=feature_param,
+            template=template,
         )
         deprecated = legacy_feature_params(
             coincide_layers=[int(x) for x in _split(layers)] or None, visual_layer=visual_layer, clip_model=clip_model,
@@ -292,7 +332,8 @@ def extract(
         options = options.replace(feature_params=merge_feature_params(deprecated, options.feature_params))
         featureset = pipeline.extract(
             data, out=out, features=names, methods=method_names, image_root=image_root,
-            task_field=task_field, strict=strict, options=options, max_rejected=max_rejected,
+            task_field=task_field, task_preset=task_preset, strict=strict, options=options,
+            max_rejected=max_rejected,
         )
     except ArrayTaskDone as done:
         console.print(f"[green]{done}[/]")
@@ -316,15 +357,23 @@ def select(
     param: Optional[list[str]] = typer.Option(None, "--param", "-p", help=PARAM_HELP),
     task_field: Optional[str] = typer.Option(None, "--task-field", help="Record field holding the task/source label (with --data)."),
     scores: Optional[Path] = typer.Option(None, "--scores", help=SCORES_HELP),
+    allow_missing_scores: bool = AllowMissingScoresOpt,
+    dedup: str = DedupOpt,
+    dedup_threshold: float = DedupThresholdOpt,
+    dedup_embedding: Optional[str] = DedupEmbeddingOpt,
+    export_format: str = ExportFormatOpt,
     config: Optional[Path] = ConfigOpt,
 ):
-    """Select from a features directory; no model needed."""
+    """Select from a features directory; no model needed.
+
+    Several budgets (--budget 0.1,0.15,0.2) fit the method once and write OUT/budget-<b>/ each."""
     from . import pipeline
 
     try:
         result = pipeline.select(
             features, method=method, budget=budget, out=out, params=_parse_params(param), data=data,
-            task_field=task_field, scores=scores,
+            task_field=task_field, scores=scores, allow_missing_scores=allow_missing_scores, dedup=dedup,
+            dedup_threshold=dedup_threshold, dedup_embedding=dedup_embedding, export_format=export_format,
         )
     except MMSelectError as err:
         _fail(err)

@@ -8,13 +8,22 @@ they need (and the options they imply), the features registry says what each fea
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from .budget import Budget
 from .data.readers import Dataset, read_dataset
-from .errors import MMSelectError
+from .dedup import (
+    DEFAULT_NEAR_THRESHOLD,
+    DuplicateGuard,
+    expand_to_all_rows,
+    find_duplicates,
+    guard_features,
+    pool_features,
+)
+from .errors import BudgetError, ConfigError, MMSelectError
 from .export import (
     RejectedRecord,
     build_manifest,
@@ -25,6 +34,7 @@ from .export import (
     write_subset,
 )
 from .features.context import ExtractOptions
+from .models.templates import count_moved_placeholders
 from .features.store import FeatureSet, align_to_dataset
 from .locking import exclusive_run
 from .validation import FEATURE_OUTPUTS, after_extraction, before_model, check_budgets, check_extract_options, check_output_dir, \
@@ -33,6 +43,7 @@ from .methods import get_method
 from .methods.base import SelectionResult
 from .report import write_html_report, write_report
 from .runners import make_runner
+from .trainer_formats import EXPORT_FORMATS, write_trainer_subset
 
 
 def _read_rejects(dataset: Dataset) -> list[RejectedRecord]:
@@ -60,6 +71,7 @@ def extract(
     methods: list[str] | None = None,
     image_root: str | os.PathLike | None = None,
     task_field: str | None = None,
+    task_preset: str | None = None,
     strict: bool = False,
     dataset: Dataset | None = None,
     options: ExtractOptions | None = None,
@@ -74,6 +86,9 @@ def extract(
     given as keywords (``model=``, ``batch_size=``, ``device=``, ``feature_params=``, ...), which
     take precedence. With ``runner="ray"`` this process describes the model without loading its
     weights (the workers load them), and the cache directory must be visible to every worker.
+    ``task_preset``: how records get their task when no ``task_field`` names it
+    (:mod:`mmselect.data.tasks`); default: the model preset's when a method that splits by task asks
+    for it (LLaVA-1.5 presets: ``llava-665k`` for DataTailor), else the image directory.
     """
     from .features.extract import run_features
     from .features.context import ExtractionContext
@@ -82,8 +97,8 @@ def extract(
     options = _extract_options(options, option_fields)
     names = list(features or [])
     implied: dict[str, dict[str, Any]] = {}
-    for method_name in methods or []:
-        method = get_method(method_name)
+    selectors = [get_method(method_name) for method_name in methods or []]
+    for method in selectors:
         names += [n for n in method.extract_features() if n not in names]
         implied = merge_feature_params(implied, method.feature_params())
     options = options.replace(feature_params=merge_feature_params(implied, options.feature_params))
@@ -94,7 +109,8 @@ def extract(
         check_model_available(options.model, options.revision)
     started = time.time()
     if dataset is None:
-        dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
+        task_preset = default_task_preset(task_field, task_preset, selectors, options.model)
+        dataset = read_dataset(data, image_root=image_root, task_field=task_field, task_preset=task_preset, strict=strict)
     before_model(dataset, _read_rejects(dataset), out=out, model=options.model if names else None, max_rejected=max_rejected)
     runner = make_runner(options.runner, **(options.runner_options or {}))
     bundle = _main_model(options, runner) if names else None  # a method that reads no feature needs no model
@@ -112,6 +128,9 @@ def extract(
             data=str(dataset.path),
             image_root=str(image_root) if image_root else None,
             model=bundle.manifest_entry() if bundle is not None else None,
+            task_preset=task_preset,
+            placeholders_moved=(count_moved_placeholders(bundle.template, featureset_samples(dataset, featureset))
+                                if bundle is not None else 0),
             features=names,
             feature_columns=featureset.column_names,
             feature_arrays=featureset.array_names,
@@ -125,6 +144,24 @@ def extract(
     return featureset
 
 
+def default_task_preset(task_field: str | None, task_preset: str | None, selectors, model: str) -> str | None:
+    """The user's ``task_preset``; else, when no ``task_field`` is given and a method splits its
+    budget by task (``uses_preset_tasks``), the model preset's task preset; else ``None``."""
+    if task_preset is not None or task_field is not None:
+        return task_preset
+    if any(getattr(s, "uses_preset_tasks", False) for s in selectors):
+        from .models.registry import PRESETS
+
+        preset = PRESETS.get(model)
+        return getattr(preset, "task_preset", None)
+    return None
+
+
+def featureset_samples(dataset: Dataset, featureset: FeatureSet):
+    """The dataset's samples that have a feature row."""
+    return (s for s in dataset.samples if s.key in featureset.row_of)
+
+
 def _main_model(options: ExtractOptions, runner):
     from .models.registry import load_model, resolve_device
 
@@ -135,7 +172,8 @@ def _main_model(options: ExtractOptions, runner):
             dtype = "bfloat16" if runner.uses_gpus else "float32"
         device = "meta"
     return load_model(options.model, revision=options.revision, device=device, dtype=dtype,
-                      trust_remote_code=options.trust_remote_code, device_map=options.device_map)
+                      trust_remote_code=options.trust_remote_code, template=options.template,
+                      device_map=options.device_map)
 
 
 def _account_for_dataset(featureset: FeatureSet, dataset: Dataset, by_key: dict, rejected: list[RejectedRecord]) -> list[RejectedRecord]:
@@ -162,7 +200,7 @@ def select(
     features: FeatureSet | str | os.PathLike,
     *,
     method: str,
-    budget: str | int | float | Budget,
+    budget: str | int | float | Budget | list,
     out: str | os.PathLike,
     params: dict[str, Any] | None = None,
     data: str | os.PathLike | None = None,
@@ -172,23 +210,36 @@ def select(
     rejected: list[RejectedRecord | dict[str, Any]] | None = None,
     extra_manifest: dict[str, Any] | None = None,
     scores: str | os.PathLike | None = None,
-) -> SelectionResult:
+    allow_missing_scores: bool = False,
+    dedup: str = "exact",
+    dedup_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    dedup_embedding: str | None = None,
+    export_format: str = "same",
+) -> SelectionResult | list[SelectionResult]:
     """Select from a features directory (or an in-memory :class:`FeatureSet`) and export.
 
-    With ``data`` (or ``dataset``) the subset is written in the input's format and every input
-    record is accounted for; without it, only ``selection.parquet`` and the manifest are written.
-    ``scores``: a file of your own per-sample columns (e.g. ``score_<capability>`` / ``styles``;
-    CSV, JSONL or parquet, keyed by ``key`` or ``position``), merged in before selection.
+    With ``data`` (or ``dataset``) the subset is written in the input's format (and, with
+    ``export_format``, in a trainer's format too) and every input record is accounted for; without
+    it, only ``selection.parquet`` and the manifest are written. ``scores``: a file of your own
+    per-sample columns (e.g. ``score_<capability>`` / ``styles``; CSV, JSONL or parquet, keyed by
+    ``key`` or ``position``), merged in before selection.
+
+    ``dedup`` (``exact`` by default, ``near``, ``none``): the duplicate guard of
+    :mod:`mmselect.dedup` sets repeated records aside before the method sees any record; the budget
+    applies to the records left. ``budget`` may be a list (or ``"0.1,0.2"``): the method is fitted
+    once and each budget is written to ``out/budget-<budget>/``; a list of results is returned.
     """
     started = time.time()
+    budgets = _parse_budgets(budget)
     featureset = features if isinstance(features, FeatureSet) else FeatureSet.load(features)
     if scores is not None:
         from .features.user_scores import merge_user_scores
 
-        featureset = merge_user_scores(featureset, scores)
+        featureset = merge_user_scores(featureset, scores, allow_missing=allow_missing_scores)
+    if export_format not in EXPORT_FORMATS:
+        raise ConfigError(f"--export-format must be one of {', '.join(EXPORT_FORMATS)}, got {export_format!r}")
     out = check_output_dir(out)
     selector = get_method(method, **dict(params or {}))
-    budget = Budget.parse(budget)
     if rejected is None:
         rejected = read_rejected_records(featureset.root) if featureset.root is not None else []
     rejected = [RejectedRecord.from_json(r) for r in rejected]
@@ -198,13 +249,69 @@ def select(
     featureset = align_to_dataset(featureset, dataset, by_key) if dataset is not None else featureset
     if dataset is not None:
         rejected = _account_for_dataset(featureset, dataset, by_key, rejected)
-    result = selector.select(featureset, budget)
+    guard = find_duplicates(featureset, dedup, threshold=dedup_threshold, embedding=dedup_embedding,
+                            seed=selector.get_params().get("seed") or 1234)
+    needed_arrays = [need.name for need in selector.feature_needs() if need.kind == "array"]
+    pool = pool_features(featureset, guard, needed_arrays, out / ".dedup-pool")
+    for one in budgets:
+        _check_budget_after_guard(one, pool.n, guard)
+    selector.fit(pool)
+    results = []
+    for one in budgets:
+        target = out if len(budgets) == 1 else out / f"budget-{one}"
+        target.mkdir(parents=True, exist_ok=True)
+        result = expand_to_all_rows(selector.select_budget(one), guard)
+        _write_selection(
+            target, result, featureset=featureset, selector=selector, method=method, budget=one, guard=guard,
+            dataset=dataset, by_key=by_key, rejected=rejected, export_format=export_format,
+            started=started, extra_manifest=extra_manifest,
+        )
+        results.append(result)
+    shutil.rmtree(out / ".dedup-pool", ignore_errors=True)
+    return results[0] if len(budgets) == 1 and not isinstance(budget, (list, tuple)) else results
+
+
+def _parse_budgets(budget) -> list[Budget]:
+    if isinstance(budget, (list, tuple)):
+        items = list(budget)
+    elif isinstance(budget, str) and "," in budget:
+        items = [b for b in budget.split(",") if b.strip()]
+    else:
+        items = [budget]
+    budgets = [Budget.parse(b) for b in items]
+    if not budgets:
+        raise BudgetError("no budget given")
+    if len({str(b) for b in budgets}) != len(budgets):
+        raise BudgetError(f"budget {budget!r} lists the same budget twice")
+    return budgets
+
+
+def _check_budget_after_guard(budget: Budget, n_pool: int, guard: DuplicateGuard) -> None:
+    try:
+        k = budget.resolve(n_pool)
+    except BudgetError as err:
+        if guard.n_duplicates:
+            raise BudgetError(
+                f"the duplicate guard (--dedup {guard.mode}) set aside {guard.n_duplicates:,} duplicate record(s), "
+                f"leaving {n_pool:,}: fewer than the budget of {budget}. Lower the budget, or keep duplicates "
+                "with --dedup none"
+            ) from None
+        raise err
+    if k == 0:
+        raise BudgetError(f"budget {budget} of {n_pool:,} usable records selects no record; raise the budget")
+
+
+def _write_selection(
+    out: Path, result: SelectionResult, *, featureset: FeatureSet, selector, method: str, budget: Budget,
+    guard: DuplicateGuard, dataset: Dataset | None, by_key: dict, rejected: list[RejectedRecord],
+    export_format: str, started: float, extra_manifest: dict[str, Any] | None,
+) -> None:
+    """Every output of one selection: selection table, rejected, subset(s), manifest, reports."""
     positions = featureset.column("position") if featureset.has_column("position") else None
     write_selection_table(
         featureset.keys, featureset.tasks, result.selected, result.scores, result.values, out, positions, result.order
     )
     write_rejected(rejected, out)
-    subset_path = None
     counts = {
         "input_records": dataset.n_records if dataset is not None else featureset.n + len(rejected),
         "selected": result.n_selected,
@@ -213,46 +320,47 @@ def select(
     }
     if counts["selected"] + counts["not_selected"] + counts["rejected"] != counts["input_records"]:
         raise MMSelectError(f"records unaccounted for: {counts}")
+    counts["duplicates"] = guard.n_duplicates  # among not_selected
+    outputs: dict[str, Any] = {"subset": None, "selection": "selection.parquet", "rejected": "rejected.jsonl",
+                               "report": "report.md"}
     if dataset is not None:
-        subset_path = write_subset(dataset, [by_key[k].position for k in featureset.keys[result.selected]], out)
+        chosen = [by_key[k] for k in featureset.keys[result.selected]]
+        outputs["subset"] = write_subset(dataset, [s.position for s in chosen], out).name
+        if export_format != "same":
+            outputs["trainer_subset"] = [p.name for p in write_trainer_subset(chosen, out, export_format)]
+    params = selector.get_params()
     manifest = build_manifest(
         started=started,
         counts=counts,
         method=method,
-        params=selector.get_params(),
+        params=params,
         budget=str(budget),
         budget_samples=result.info.get("budget", result.n_selected),
-        seed=selector.get_params().get("seed"),
+        seed=params.get("seed"),
+        dedup={**guard.info, "duplicates": guard.n_duplicates},
         data=str(dataset.path) if dataset is not None else None,
         image_root=str(dataset.image_root) if dataset is not None and dataset.image_root else None,
         features=str(featureset.root) if featureset.root is not None else None,
         model=featureset.manifest.get("model"),
-        outputs={
-            "subset": subset_path.name if subset_path else None,
-            "selection": "selection.parquet",
-            "rejected": "rejected.jsonl",
-            "report": "report.md",
-        },
+        outputs=outputs,
         method_info=result.info,
     )
     manifest.update(extra_manifest or {})
     write_manifest(manifest, out)
-    model_name = (featureset.manifest.get("model") or {}).get("name")
     write_report(
         out,
         method=method,
-        params=selector.get_params(),
+        params=params,
         budget=str(budget),
         counts=counts,
         tasks=featureset.tasks,
         selected=result.selected,
         scores=result.scores,
         rejected=[r.to_json() for r in rejected],
-        info=result.info,
-        model=model_name,
+        info={**result.info, "duplicate_guard": {**guard.info, "duplicates": guard.n_duplicates}},
+        model=(featureset.manifest.get("model") or {}).get("name"),
     )
     write_html_report(out, dataset=dataset, features=featureset)
-    return result
 
 
 @exclusive_run
@@ -273,35 +381,49 @@ def run(
     device: str | None = None,
     progress: bool | None = None,
     feature_params: dict[str, dict[str, Any]] | None = None,
+    task_preset: str | None = None,
+    scores: str | os.PathLike | None = None,
+    allow_missing_scores: bool = False,
+    dedup: str = "exact",
+    dedup_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    dedup_embedding: str | None = None,
+    export_format: str = "same",
     max_rejected: float | None = None,
-) -> SelectionResult:
+) -> SelectionResult | list[SelectionResult]:
     """Read, extract what ``method`` needs, select, export: the whole job.
 
     How to extract is ``options``; ``model``, ``batch_size``, ``device``, ``progress`` and
     ``feature_params``, when given, replace its fields. The method's implied feature options
-    (e.g. only the capabilities it samples) apply unless ``feature_params`` sets them.
+    (e.g. only the capabilities it samples) apply unless ``feature_params`` sets them. ``scores``,
+    ``dedup*``, ``export_format`` and a list of budgets work as in :func:`select`; ``dedup="near"``
+    extracts ``last_token`` too when no embedding is named.
     """
     from .features.registry import merge_feature_params
 
     options = (options or ExtractOptions()).replace(model=model, batch_size=batch_size, device=device, progress=progress)
     out = check_output_dir(out)
-    if get_method(method, **(params or {})).extract_features():
-        check_model_available(options.model, options.revision)  # before the dataset is read
-    dataset = read_dataset(data, image_root=image_root, task_field=task_field, strict=strict)
     selector = get_method(method, **(params or {}))
+    if selector.extract_features():
+        check_model_available(options.model, options.revision)  # before the dataset is read
+    _parse_budgets(budget)  # a malformed budget fails before any work
+    task_preset = default_task_preset(task_field, task_preset, [selector], options.model)
+    dataset = read_dataset(data, image_root=image_root, task_field=task_field, task_preset=task_preset, strict=strict)
     before_model(dataset, _read_rejects(dataset), out=features_dir or out / "features", model=None, max_rejected=max_rejected)
-    check_budgets([Budget.parse(budget)], len(dataset.samples), dataset.path)
+    check_budgets(_parse_budgets(budget), len(dataset.samples), dataset.path)
     stop_if_nothing_usable(dataset, _read_rejects(dataset), out, method=method, n_usable=len(dataset.samples))
     options = options.replace(
         feature_params=merge_feature_params(selector.feature_params(), options.feature_params, feature_params)
     )
     feature_dir = Path(features_dir) if features_dir else out / "features"
+    feature_names = selector.extract_features()
+    feature_names += guard_features(dedup, dedup_embedding, feature_names)
     featureset = extract(
         data,
         out=feature_dir,
-        features=selector.extract_features(),
+        features=feature_names,
         image_root=image_root,
         task_field=task_field,
+        task_preset=task_preset,
         strict=strict,
         dataset=dataset,
         options=options,
@@ -317,6 +439,12 @@ def run(
         dataset=dataset,
         rejected=read_rejected_records(feature_dir),
         extra_manifest={"feature_dir": str(feature_dir)},
+        scores=scores,
+        allow_missing_scores=allow_missing_scores,
+        dedup=dedup,
+        dedup_threshold=dedup_threshold,
+        dedup_embedding=dedup_embedding,
+        export_format=export_format,
     )
 
 

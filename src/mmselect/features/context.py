@@ -22,6 +22,7 @@ class ExtractOptions:
     ``prefetch``: batches prepared ahead in a background thread (default: 2 on a GPU, 0 on the CPU).
     ``num_workers``: processes preparing batches instead, each with its own processor (default:
     ``min(8, CPUs - 1)`` on a GPU, 0 on the CPU); the features do not depend on it.
+    ``template``: the chat template to render with (``mmselect.models.templates.template_names()``).
     """
 
     model: str = "tiny-llava"
@@ -40,6 +41,7 @@ class ExtractOptions:
     feature_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     prefetch: int | None = None
     num_workers: int | None = None  # batch-preparation processes (None: min(8, CPUs - 1) on a GPU, 0 on the CPU)
+    template: str | None = None  # chat template name (default: the preset's, else the family's)
     device_map: str | None = None  # "auto": a model larger than one GPU spread by accelerate
 
     @classmethod
