@@ -284,3 +284,19 @@ def test_device_map_without_accelerate_names_the_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r"mmselect\[multi-gpu\]"):
         load_model("tiny-llava", device="cpu", device_map="auto")
 
+
+# --- run takes what select takes: --scores, --allow-missing-scores -----------------------------------
+
+def test_run_merges_scores_and_allows_missing_rows_only_when_asked(tmp_path, tiny_data, mini_images):
+    scores = tmp_path / "scores.csv"
+    scores.write_text("position,score_ocr\n" + "".join(f"{p},{p % 5}\n" for p in range(12)))  # 12 of 24 records
+    common = ["run", tiny_data, "--image-root", mini_images, "--method", "random", "--budget", "4", "--scores", scores]
+    refused = _invoke(*common, "--out", tmp_path / "refused")
+    assert refused.exit_code != 0 and "--allow-missing-scores" in refused.output
+    allowed = _invoke(*common, "--allow-missing-scores", "--out", tmp_path / "allowed")
+    assert allowed.exit_code == 0, allowed.output
+    manifest = json.loads((tmp_path / "allowed" / "manifest.json").read_text())
+    assert manifest["counts"]["selected"] == 4
+    assert manifest["config"]["options"]["allow_missing_scores"] is True
+    assert manifest["inputs"]["scores"]["sha256"] == hashlib.sha256(scores.read_bytes()).hexdigest()
+    assert manifest["inputs"]["data"]["sha256"] == hashlib.sha256(tiny_data.read_bytes()).hexdigest()
