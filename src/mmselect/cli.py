@@ -12,191 +12,47 @@ Examples::
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from .cli_app import app, console
+from .cli_common import (
+    AllowMissingScoresOpt,
+    BUDGET_HELP,
+    DedupEmbeddingOpt,
+    DedupOpt,
+    DedupThresholdOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    ExportFormatOpt,
+    FeatureParamOpt,
+    MaxLengthOpt,
+    MaxRejectedOpt,
+    ModelOpt,
+    NumShardsOpt,
+    NumWorkersOpt,
+    PARAM_HELP,
+    RayAddressOpt,
+    RunnerOpt,
+    SCORES_HELP,
+    ShardIndexOpt,
+    TaskPresetOpt,
+    TemplateOpt,
+    WorkersOpt,
+    _extract_options,
+    _fail,
+    _offline_if_tiny,
+    _parse_params,
+    _runner_options,
+    _split,
+    _summary,
+)
 from .config import ConfigOpt, ConfiguredCommand
 from .errors import ConfigError, MMSelectError
 from .job_array import ArrayTaskDone, array_runner
-
-app = typer.Typer(
-    help="Select the most valuable part of a visual-instruction dataset before fine-tuning a multimodal LLM.\n\n"
-    "Typical flow: `mmselect run` does everything; or `mmselect extract` once (the slow, GPU part) and "
-    "`mmselect select` as often as you like with different methods and budgets.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    # Plain click layout: fits 80 columns without cutting option names, flags show no value placeholder.
-    rich_markup_mode=None,
-)
-console = Console(stderr=True)
-
-
-def _version(value: bool) -> None:
-    if value:
-        from . import __version__
-
-        typer.echo(f"mmselect {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug messages, and transformers' loading bars."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only; no progress."),
-    log_file: Optional[Path] = typer.Option(None, "--log-file", help="Also append every message and progress line, with timestamps, to this file."),
-):
-    """Select the most valuable part of a visual-instruction dataset before fine-tuning a multimodal LLM.
-
-    Typical flow: `mmselect run` does everything; or `mmselect extract` once (the slow, GPU part) and
-    `mmselect select` as often as you like with different methods and budgets. Options go before the
-    command: `mmselect -q --log-file job.log run ...`.
-    """
-    from .logs import NORMAL, QUIET, VERBOSE, configure
-
-    if verbose and quiet:
-        raise typer.BadParameter("--verbose and --quiet exclude each other")
-    configure(VERBOSE if verbose else QUIET if quiet else NORMAL, log_file)
-
-BUDGET_HELP = "How much to keep: a fraction of the usable records (0.15, or 15%) or a count (5000)."
-PARAM_HELP = (
-    "Method parameter as KEY=VALUE, repeatable (e.g. -p normalize=minmax -p lam=0.1). "
-    "VALUE is read as JSON when it parses (numbers, true/false, lists), else as a string. "
-    "`mmselect methods --verbose` lists each method's parameters."
-)
-
-
-def _parse_params(items: list[str] | None) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"parameter {item!r} is not KEY=VALUE")
-        key, value = item.split("=", 1)
-        try:
-            params[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key.strip()] = value
-    return params
-
-
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def _runner_options(runner: str, address: str | None, workers: int | None) -> dict[str, Any]:
-    if runner != "ray":
-        if address or workers:
-            raise typer.BadParameter("--ray-address and --workers need --runner ray")
-        return {}
-    return {"address": address, "workers": workers}
-
-
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=getattr(err, "exit_code", 2))  # 2: a user error; 130: interrupted
-
-
-def _offline_if_tiny(model: str) -> None:
-    if model.startswith("tiny-"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def _summary(out: Path, result) -> None:
-    if isinstance(result, list):  # several budgets: one output directory each
-        for directory in sorted(p for p in out.glob("budget-*") if (p / "manifest.json").exists()):
-            _summary(directory, None)
-        return
-    manifest = json.loads((out / "manifest.json").read_text())
-    counts = manifest["counts"]
-    duplicates = f", {counts['duplicates']:,} of them duplicates" if counts.get("duplicates") else ""
-    console.print(
-        f"[green]selected {counts['selected']:,}[/] of {counts['input_records']:,} records "
-        f"({counts['not_selected']:,} not selected{duplicates}, {counts['rejected']:,} rejected) -> {out}"
-    )
-    if manifest["outputs"].get("subset"):
-        console.print(f"  subset:    {out / manifest['outputs']['subset']}")
-    for name in manifest["outputs"].get("trainer_subset") or []:
-        console.print(f"  trainer:   {out / name}")
-    console.print(f"  scores:    {out / 'selection.parquet'}")
-    console.print(f"  report:    {out / 'report.html'} (and report.md)")
-    if counts["rejected"]:
-        console.print(f"  rejected:  {out / 'rejected.jsonl'}")
-
-
-DeviceMapOpt = typer.Option(
-    None, "--device-map",
-    help="auto: spread a model larger than one GPU over all GPUs (needs `pip install 'mmselect[multi-gpu]'`); "
-    "replaces --device.",
-)
-MaxRejectedOpt = typer.Option(
-    0.1, "--max-rejected", help="Stop when more than this share of the records is rejected (e.g. a wrong --image-root); "
-    "1 goes on with whatever is usable.")
-DeviceOpt = typer.Option("auto", "--device", help="auto (the first CUDA GPU if there is one, else cpu), cpu, cuda, cuda:1, ...")
-MaxLengthOpt = typer.Option(None, "--max-length", help="Tokens per sample (default: the model's context length); longer samples lose their text tail, a sample whose image tokens do not fit is rejected.")
-NumWorkersOpt = typer.Option(
-    None, "--num-workers", min=0,
-    help="Processes preparing batches (chat template, images, tokenizer) ahead of the model; default "
-    "min(8, CPUs - 1) on a GPU, 0 on the CPU. The features do not depend on it.")
-RunnerOpt = typer.Option("local", "--runner", help="local (this process) or ray (Ray Data workers, one per GPU; `pip install 'mmselect[ray]'`).")
-RayAddressOpt = typer.Option(None, "--ray-address", help="Ray cluster to use (auto, ray://host:10001); default: start Ray on this machine.")
-WorkersOpt = typer.Option(None, "--workers", help="Ray workers (default: one per GPU of the cluster).")
-ModelOpt = typer.Option("tiny-llava", "--model", "-m", help="Preset name (`mmselect models`), Hugging Face id, or local directory. The default, tiny-llava, is a random-weight test model: its selections carry no meaning.")
-FEATURE_PARAM_HELP = (
-    "Feature option as NAME.KEY=VALUE, repeatable (e.g. --feature-param coincide.layers=[3,7,11] "
-    "--feature-param clip_score.model=openai/clip-vit-large-patch14). VALUE is read as JSON when it parses. "
-    "`mmselect features` lists each feature's options."
-)
-FeatureParamOpt = typer.Option(None, "--feature-param", help=FEATURE_PARAM_HELP)
-NumShardsOpt = typer.Option(
-    None, "--num-shards", min=1,
-    help="Split the extraction over N tasks of a job array (no Ray): each computes its share of the shards "
-    "into the shared cache under --out, then stops; the same command without --num-shards assembles.",
-)
-ShardIndexOpt = typer.Option(
-    None, "--shard-index", min=0,
-    help="This task's index, 0..N-1 (default inside a Slurm array: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN).",
-)
-SCORES_HELP = ("Your own score_<capability>/styles file (CSV, JSONL, parquet; keyed by key or position), "
-               "e.g. mmSSR scores computed elsewhere.")
-AllowMissingScoresOpt = typer.Option(
-    False, "--allow-missing-scores",
-    help="Samples without a row in --scores get NaN scores instead of failing.",
-)
-
-
-DedupOpt = typer.Option(
-    "exact", "--dedup",
-    help="Duplicate guard before selecting: exact (identical records keep their first occurrence), near "
-    "(also same-task records within --dedup-threshold cosine of an earlier kept one), none (each "
-    "method's official behaviour). Duplicates are not selected; the budget counts the rest.",
-)
-DedupThresholdOpt = typer.Option(0.95, "--dedup-threshold", help="Cosine similarity at or above which --dedup near marks a duplicate.")
-DedupEmbeddingOpt = typer.Option(None, "--dedup-embedding", help="Embedding --dedup near compares (default: last_token, else mean_embed, else visual_mean).")
-ExportFormatOpt = typer.Option(
-    "same", "--export-format",
-    help="Also write the subset for a trainer: llava-json, sharegpt (LLaMA-Factory, ms-swift; with a "
-    "dataset_info.json entry), hf (parquet for TRL). same: only the input's own format.",
-)
-TaskPresetOpt = typer.Option(None, "--task-preset", help="How records get their task without --task-field: image-dir, llava-665k (LLaVA-1.5's ten sources; the default for DataTailor with the LLaVA-1.5 presets).")
-TemplateOpt = typer.Option(None, "--template", help="Chat template: vicuna_v1, qwen2_vl, chatml_image, chat_template (the processor's own); default: the preset's or the model family's.")
-
-
-def _extract_options(**fields: Any):
-    """An :class:`ExtractOptions` from the command's values (``feature_param``: NAME.KEY=VALUE items)."""
-    from .features.context import ExtractOptions
-    from .features.registry import check_feature_params, parse_feature_params
-
-    feature_params = parse_feature_params(fields.pop("feature_param", None))
-    check_feature_params(feature_params)
-    return ExtractOptions(feature_params=feature_params, **fields)
 
 
 @app.command(cls=ConfiguredCommand)
@@ -380,155 +236,8 @@ def select(
     _summary(out, result)
 
 
-@app.command()
-def methods(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also each method's parameters (meaning, default, allowed values) and the features it reads."),
-    name: Optional[str] = typer.Argument(None, help="Only this method (implies --verbose)."),
-):
-    """List the registered selection methods."""
-    from .methods import get_method, list_methods
-
-    listed = list_methods()
-    if name is not None:
-        if name not in listed:
-            _fail(ConfigError(f"unknown method {name!r}; methods: {', '.join(listed)}"))
-        listed, verbose = {name: listed[name]}, True
-    out = Console()
-    if not verbose:
-        table = Table(show_header=True, header_style="bold")
-        table.add_column("method", no_wrap=True)
-        table.add_column("what it does")
-        for method_name, summary in listed.items():
-            table.add_row(method_name, summary)
-        out.print(table)
-        return
-    for method_name, summary in listed.items():
-        out.print(f"[bold]{method_name}[/]: {summary}", highlight=False)
-        try:
-            instance = get_method(method_name)
-        except Exception as err:  # noqa: BLE001 - a method whose optional dependency is missing
-            out.print(f"  unavailable: {err}\n", highlight=False)
-            continue
-        out.print(f"  features: {', '.join(instance.extract_features()) or '- (none: no model needed)'}", highlight=False)
-        table = Table(box=None, show_header=True, header_style="bold", padding=(0, 1, 0, 2))
-        table.add_column("parameter", no_wrap=True)
-        table.add_column("default", overflow="fold")
-        table.add_column("meaning (allowed values)", ratio=1)
-        for param, default, meaning, allowed in type(instance).describe_params():
-            table.add_row(param, repr(default), f"{meaning or '-'} ({allowed})")
-        if table.row_count:
-            out.print(table)
-        out.print()
-
-
-@app.command()
-def features():
-    """List the features `extract --features` computes: what each writes, its options
-    (--feature-param NAME.KEY=VALUE) and which methods read it."""
-    from .features.listing import feature_table
-
-    rows = feature_table()
-    table = Table(show_header=True, header_style="bold", show_lines=True, expand=True)
-    table.add_column("feature", no_wrap=True)
-    table.add_column("what it is / writes", ratio=3)
-    table.add_column("options: default, meaning", ratio=3)
-    table.add_column("read by", ratio=1)
-    for row in rows:
-        reads = f"\nreads: {', '.join(row['needs'])}" if row["needs"] else ""
-        reads += f"\nloads the model named by {' and '.join(row['models'])}" if row["models"] else ""
-        table.add_row(row["name"], f"{row['summary']}\nwrites: {', '.join(row['writes']) or '-'}{reads}",
-                      "\n".join(f"{k}={v['default']!r}: {v['help']}" for k, v in row["options"].items()) or "-",
-                      ", ".join(row["methods"]) or "-")
-    Console(width=max(Console().width, 140)).print(table)
-
-
-@app.command()
-def models():
-    """List the model presets (any other Hugging Face id or local directory works too)."""
-    from .models.registry import PRESETS, describe_revision, list_models
-
-    table = Table(show_header=True, header_style="bold")
-    table.add_column("preset", no_wrap=True)
-    table.add_column("model")
-    table.add_column("revision", no_wrap=True)
-    for name, description in list_models().items():
-        table.add_row(name, description, describe_revision(PRESETS[name]))
-    Console().print(table)
-
-
-@app.command("assemble-stage1")
-def assemble_stage1(
-    out: Path = typer.Option(..., "--out", "-o", help="New directory for the assembled model (then: --model OUT)."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="Language model directory or hub id (default: lmsys/vicuna-7b-v1.5)."),
-    vision: Optional[str] = typer.Option(None, "--vision", help="CLIP directory or hub id (default: openai/clip-vit-large-patch14-336)."),
-    projector: Optional[str] = typer.Option(
-        None, "--projector",
-        help="Stage-1 mm_projector.bin: a file or owner/name[:file] (default: liuhaotian/llava-v1.5-mlp2x-336px-pretrain-vicuna-7b-v1.5).",
-    ),
-    dtype: str = typer.Option("bfloat16", "--dtype", help="Weights dtype of the saved model."),
-):
-    """Build LLaVA-1.5-7B after stage 1 (DataTailor's feature model) from its public parts, as a normal
-    transformers directory (LlavaForConditionalGeneration + processor)."""
-    from .models.stage1 import RECIPES, assemble_stage1 as assemble
-
-    recipe = RECIPES["llava-1.5-7b-stage1"]
-    try:
-        path = assemble(llm or recipe.llm, vision or recipe.vision, projector or recipe.projector, out, dtype=dtype)
-    except MMSelectError as err:
-        _fail(err)
-    console.print(f"[green]stage-1 model[/] -> {path} (use --model {path})")
-
-
-@app.command()
-def report(
-    out: Path = typer.Argument(..., help="Output directory of `mmselect run` / `mmselect select`."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The dataset, when it has moved since the run (default: the manifest's)."),
-    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Image root, when it has moved since the run."),
-):
-    """Write OUT/report.html (counts, composition, score distributions, record cards, diagnostics)."""
-    from .report import write_html_report
-
-    try:
-        path = write_html_report(out, data=data, image_root=image_root)
-    except MMSelectError as err:
-        _fail(err)
-    console.print(f"[green]report[/] -> {path}")
-
-
-@app.command()
-def compare(
-    outs: list[Path] = typer.Argument(..., help="Two or more output directories to compare."),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for compare.html and compare.md."),
-):
-    """Compare selections: overlap (Jaccard), composition by task, records only one kept, rank agreement."""
-    from .report import compare as compare_outputs
-
-    try:
-        path = compare_outputs(outs, out)
-    except MMSelectError as err:
-        _fail(err)
-    console.print(f"[green]comparison[/] -> {path} (and {path.with_name('compare.md')})")
-
-
-@app.command()
-def arena(
-    out: Path = typer.Option(..., "--out", "-o", help="Arena directory (rerunning resumes what is missing)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="World/training config (TOML, JSON or YAML; default: the default arena)."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods (default: every registered method)."),
-    budgets: str = typer.Option("0.2", "--budgets", help="Comma-separated budgets, e.g. 0.1,0.2."),
-    seeds: int = typer.Option(1, "--seeds", help="Seeds 0..N-1 for every condition."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bigger worlds)."),
-):
-    """Train a small LLaVA on every method's selection of a world with known pathologies; write results.{json,md}."""
-    from .arena import run_arena
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        summary = run_arena(out, config=config, methods=_split(methods) if methods else None,
-                            budgets=_split(budgets), seeds=seeds, device=device)
-    except MMSelectError as err:
-        _fail(err)
-    console.print(f"[green]arena[/] {summary['runs_done']} runs -> {out / 'results.md'}")
+# The listing and tool commands register after run/extract/select, so `--help` lists these first.
+from . import cli_tools  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover
