@@ -17,21 +17,17 @@ from .budget import Budget
 from .data.readers import Dataset, read_dataset
 from .dedup import (
     DEFAULT_NEAR_THRESHOLD,
-    DuplicateGuard,
     expand_to_all_rows,
     find_duplicates,
     guard_features,
     pool_features,
 )
-from .errors import BudgetError, ConfigError, MMSelectError
+from .errors import ConfigError, MMSelectError
 from .export import (
     RejectedRecord,
     build_manifest,
     read_rejected_records,
-    write_manifest,
     write_rejected,
-    write_selection_table,
-    write_subset,
 )
 from .features.context import ExtractOptions
 from .models.templates import count_moved_placeholders
@@ -41,9 +37,9 @@ from .validation import FEATURE_OUTPUTS, after_extraction, before_model, check_b
     check_model_available, stop_if_nothing_usable
 from .methods import get_method
 from .methods.base import SelectionResult
-from .report import write_html_report, write_report
 from .runners import make_runner
-from .trainer_formats import EXPORT_FORMATS, write_trainer_subset
+from .select_outputs import check_budget_after_guard, parse_budgets, write_selection
+from .trainer_formats import EXPORT_FORMATS
 
 
 def _read_rejects(dataset: Dataset) -> list[RejectedRecord]:
@@ -230,7 +226,7 @@ def select(
     once and each budget is written to ``out/budget-<budget>/``; a list of results is returned.
     """
     started = time.time()
-    budgets = _parse_budgets(budget)
+    budgets = parse_budgets(budget)
     featureset = features if isinstance(features, FeatureSet) else FeatureSet.load(features)
     if scores is not None:
         from .features.user_scores import merge_user_scores
@@ -254,14 +250,14 @@ def select(
     needed_arrays = [need.name for need in selector.feature_needs() if need.kind == "array"]
     pool = pool_features(featureset, guard, needed_arrays, out / ".dedup-pool")
     for one in budgets:
-        _check_budget_after_guard(one, pool.n, guard)
+        check_budget_after_guard(one, pool.n, guard)
     selector.fit(pool)
     results = []
     for one in budgets:
         target = out if len(budgets) == 1 else out / f"budget-{one}"
         target.mkdir(parents=True, exist_ok=True)
         result = expand_to_all_rows(selector.select_budget(one), guard)
-        _write_selection(
+        write_selection(
             target, result, featureset=featureset, selector=selector, method=method, budget=one, guard=guard,
             dataset=dataset, by_key=by_key, rejected=rejected, export_format=export_format,
             started=started, extra_manifest=extra_manifest,
@@ -269,98 +265,6 @@ def select(
         results.append(result)
     shutil.rmtree(out / ".dedup-pool", ignore_errors=True)
     return results[0] if len(budgets) == 1 and not isinstance(budget, (list, tuple)) else results
-
-
-def _parse_budgets(budget) -> list[Budget]:
-    if isinstance(budget, (list, tuple)):
-        items = list(budget)
-    elif isinstance(budget, str) and "," in budget:
-        items = [b for b in budget.split(",") if b.strip()]
-    else:
-        items = [budget]
-    budgets = [Budget.parse(b) for b in items]
-    if not budgets:
-        raise BudgetError("no budget given")
-    if len({str(b) for b in budgets}) != len(budgets):
-        raise BudgetError(f"budget {budget!r} lists the same budget twice")
-    return budgets
-
-
-def _check_budget_after_guard(budget: Budget, n_pool: int, guard: DuplicateGuard) -> None:
-    try:
-        k = budget.resolve(n_pool)
-    except BudgetError as err:
-        if guard.n_duplicates:
-            raise BudgetError(
-                f"the duplicate guard (--dedup {guard.mode}) set aside {guard.n_duplicates:,} duplicate record(s), "
-                f"leaving {n_pool:,}: fewer than the budget of {budget}. Lower the budget, or keep duplicates "
-                "with --dedup none"
-            ) from None
-        raise err
-    if k == 0:
-        raise BudgetError(f"budget {budget} of {n_pool:,} usable records selects no record; raise the budget")
-
-
-def _write_selection(
-    out: Path, result: SelectionResult, *, featureset: FeatureSet, selector, method: str, budget: Budget,
-    guard: DuplicateGuard, dataset: Dataset | None, by_key: dict, rejected: list[RejectedRecord],
-    export_format: str, started: float, extra_manifest: dict[str, Any] | None,
-) -> None:
-    """Every output of one selection: selection table, rejected, subset(s), manifest, reports."""
-    positions = featureset.column("position") if featureset.has_column("position") else None
-    write_selection_table(
-        featureset.keys, featureset.tasks, result.selected, result.scores, result.values, out, positions, result.order
-    )
-    write_rejected(rejected, out)
-    counts = {
-        "input_records": dataset.n_records if dataset is not None else featureset.n + len(rejected),
-        "selected": result.n_selected,
-        "not_selected": int(featureset.n - result.n_selected),
-        "rejected": len(rejected),
-    }
-    if counts["selected"] + counts["not_selected"] + counts["rejected"] != counts["input_records"]:
-        raise MMSelectError(f"records unaccounted for: {counts}")
-    counts["duplicates"] = guard.n_duplicates  # among not_selected
-    outputs: dict[str, Any] = {"subset": None, "selection": "selection.parquet", "rejected": "rejected.jsonl",
-                               "report": "report.md"}
-    if dataset is not None:
-        chosen = [by_key[k] for k in featureset.keys[result.selected]]
-        outputs["subset"] = write_subset(dataset, [s.position for s in chosen], out).name
-        if export_format != "same":
-            outputs["trainer_subset"] = [p.name for p in write_trainer_subset(chosen, out, export_format)]
-    params = selector.get_params()
-    manifest = build_manifest(
-        started=started,
-        counts=counts,
-        method=method,
-        params=params,
-        budget=str(budget),
-        budget_samples=result.info.get("budget", result.n_selected),
-        seed=params.get("seed"),
-        dedup={**guard.info, "duplicates": guard.n_duplicates},
-        data=str(dataset.path) if dataset is not None else None,
-        image_root=str(dataset.image_root) if dataset is not None and dataset.image_root else None,
-        features=str(featureset.root) if featureset.root is not None else None,
-        model=featureset.manifest.get("model"),
-        outputs=outputs,
-        method_info=result.info,
-    )
-    manifest.update(extra_manifest or {})
-    write_manifest(manifest, out)
-    write_report(
-        out,
-        method=method,
-        params=params,
-        budget=str(budget),
-        counts=counts,
-        tasks=featureset.tasks,
-        selected=result.selected,
-        scores=result.scores,
-        rejected=[r.to_json() for r in rejected],
-        info={**result.info, "duplicate_guard": {**guard.info, "duplicates": guard.n_duplicates}},
-        model=(featureset.manifest.get("model") or {}).get("name"),
-    )
-    write_html_report(out, dataset=dataset, features=featureset)
 
 
 @exclusive_run
@@ -405,11 +309,11 @@ def run(
     selector = get_method(method, **(params or {}))
     if selector.extract_features():
         check_model_available(options.model, options.revision)  # before the dataset is read
-    _parse_budgets(budget)  # a malformed budget fails before any work
+    parse_budgets(budget)  # a malformed budget fails before any work
     task_preset = default_task_preset(task_field, task_preset, [selector], options.model)
     dataset = read_dataset(data, image_root=image_root, task_field=task_field, task_preset=task_preset, strict=strict)
     before_model(dataset, _read_rejects(dataset), out=features_dir or out / "features", model=None, max_rejected=max_rejected)
-    check_budgets(_parse_budgets(budget), len(dataset.samples), dataset.path)
+    check_budgets(parse_budgets(budget), len(dataset.samples), dataset.path)
     stop_if_nothing_usable(dataset, _read_rejects(dataset), out, method=method, n_usable=len(dataset.samples))
     options = options.replace(
         feature_params=merge_feature_params(selector.feature_params(), options.feature_params, feature_params)
