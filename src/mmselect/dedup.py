@@ -164,10 +164,25 @@ def _near_duplicates(features: FeatureSet, name: str, threshold: float, seed: in
     group = labels[rows].astype(np.int64) * (int(task_ids.max()) + 1) + task_ids[rows]
     starts = np.flatnonzero(np.r_[True, np.diff(group) != 0])
     mean = _mean_unit_row(array)
+    stops = np.r_[starts[1:], len(rows)]
     found: dict[int, int] = {}
-    for start, stop in zip(starts, np.r_[starts[1:], len(rows)]):
-        found.update(_greedy_within(array, rows[start:stop], threshold, mean))
+    g = 0
+    while g < len(starts):  # groups are read together, about _BLOCK_ROWS rows at a time
+        h = g + 1
+        while h < len(starts) and stops[h] - starts[g] <= _BLOCK_ROWS:
+            h += 1
+        first = starts[g]
+        x = _centred_unit_rows(array, rows[first:stops[h - 1]], mean)
+        for start, stop in zip(starts[g:h], stops[g:h]):
+            found.update(_greedy_within(x[start - first:stop - first], rows[start:stop], threshold))
+        g = h
     return found
+
+
+def _centred_unit_rows(array: np.ndarray, rows: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    from .numerics import l2_normalize, read_rows
+
+    return l2_normalize(read_rows(array, rows, normalize=True) - mean)
 
 
 def _mean_unit_row(array: np.ndarray, block_rows: int = 16_384) -> np.ndarray:
@@ -180,15 +195,12 @@ def _mean_unit_row(array: np.ndarray, block_rows: int = 16_384) -> np.ndarray:
     return (total / max(1, len(array))).astype(np.float32)
 
 
-def _greedy_within(array: np.ndarray, rows: np.ndarray, threshold: float, mean: np.ndarray) -> dict[int, int]:
+def _greedy_within(x: np.ndarray, rows: np.ndarray, threshold: float) -> dict[int, int]:
     """In the given order, each row is a duplicate of the most similar earlier *kept* row when
-    that cosine (of the centred unit rows) is >= ``threshold``; otherwise it is kept."""
-    from .numerics import l2_normalize, read_rows
-
+    that cosine is >= ``threshold``; otherwise it is kept. ``x``: the centred unit rows of ``rows``."""
     found: dict[int, int] = {}
     if len(rows) < 2:
         return found
-    x = l2_normalize(read_rows(array, rows, normalize=True) - mean)
     kept = np.zeros(len(rows), dtype=bool)
     for start in range(0, len(rows), _BLOCK_ROWS):
         stop = min(len(rows), start + _BLOCK_ROWS)
@@ -202,8 +214,6 @@ def _greedy_within(array: np.ndarray, rows: np.ndarray, threshold: float, mean: 
                     continue
             kept[j] = True
     return found
-
-
 
 
 def pool_features(features: FeatureSet, guard: DuplicateGuard, arrays: list[str], scratch: Path) -> FeatureSet:
