@@ -9,8 +9,9 @@ import pytest
 
 from mmselect.report import compare, write_html_report
 from mmselect.report.compare import jaccard_matrix
-from mmselect.report.gather import ReportError, histogram, reason_group
 from mmselect.report.page import render_value
+from mmselect.report.sources import ReportError
+from mmselect.report.summaries import histogram, reason_group
 
 MINI = Path(__file__).resolve().parents[1] / "examples" / "mini"
 

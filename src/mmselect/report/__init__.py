@@ -1,7 +1,9 @@
 """Reports of a selection: ``report.md`` (terminals, diffs) and ``report.html`` (the page to open first),
 and the comparison of several selections.
 
-Modules: :mod:`.gather` (what is shown, from an output directory), :mod:`.charts` (inline SVG),
+Modules: :mod:`.sources` (the output directory, its records and features, read lazily),
+:mod:`.summaries` (grouped rejections, composition, histograms, clusters, timings), :mod:`.record_cards`
+(sample records with thumbnails), :mod:`.projection` (the 2-D map), :mod:`.charts` (inline SVG),
 :mod:`.page` (HTML building blocks), :mod:`.single` (``report.html``), :mod:`.compare`,
 :mod:`.markdown` (``report.md``).
 """

@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from . import charts, gather
+from . import charts
 from .page import cards, figure, page, table
+from .record_cards import selection_cards
+from .sources import Output, Records, ReportError, find_records, load_output
 
 HTML_FILE = "compare.html"
 MD_FILE = "compare.md"
@@ -29,7 +31,7 @@ def jaccard_matrix(selections: list[set[str]]) -> np.ndarray:
     return matrix
 
 
-def rank_agreement(outputs: list[gather.Output]) -> tuple[np.ndarray, np.ndarray]:
+def rank_agreement(outputs: list[Output]) -> tuple[np.ndarray, np.ndarray]:
     """Spearman correlation of the scores on the keys each pair shares (NaN scores left out), and the number of keys used."""
     n = len(outputs)
     rho, used = np.eye(n), np.zeros((n, n), dtype=int)
@@ -50,7 +52,7 @@ def rank_agreement(outputs: list[gather.Output]) -> tuple[np.ndarray, np.ndarray
     return rho, used
 
 
-def _labels(outputs: list[gather.Output]) -> list[str]:
+def _labels(outputs: list[Output]) -> list[str]:
     labels = [o.label for o in outputs]
     if len(set(labels)) < len(labels):
         labels = [f"{label} ({o.path.name})" for label, o in zip(labels, outputs)]
@@ -59,7 +61,7 @@ def _labels(outputs: list[gather.Output]) -> list[str]:
     return labels
 
 
-def _task_table(outputs: list[gather.Output]) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _task_table(outputs: list[Output]) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Tasks (by number of usable records in the first output), usable and selected counts per output."""
     tasks = list(dict.fromkeys(t for o in outputs for t in o.task_names))
     usable = np.zeros((len(tasks), len(outputs)), dtype=int)
@@ -76,8 +78,8 @@ def _task_table(outputs: list[gather.Output]) -> tuple[list[str], np.ndarray, np
 def compare(outs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
     """Write ``out/compare.html`` and ``out/compare.md`` comparing the selections in ``outs``."""
     if len(outs) < 2:
-        raise gather.ReportError("compare needs at least two output directories")
-    outputs = [gather.load_output(o) for o in outs]
+        raise ReportError("compare needs at least two output directories")
+    outputs = [load_output(o) for o in outs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels = _labels(outputs)
@@ -115,18 +117,18 @@ def compare(outs: list[str | os.PathLike], out: str | os.PathLike) -> Path:
         for l, row, nrow in zip(labels, rho, used)
     ]))
     body.append('<h2 id="unique">Records only one selection kept</h2>')
-    records_cache: dict[str, gather.Records] = {}
+    records_cache: dict[str, Records] = {}
     for label, o, keys in zip(labels, outputs, unique):
         body.append(f'<h3>Only {escape(label)}: <span data-unique="{escape(label)}" data-value="{len(keys)}">{len(keys):,}</span> records</h3>')
         rows_unique = np.flatnonzero(np.isin(o.columns["key"], np.array(sorted(keys), dtype=object)))
         order = rows_unique[np.argsort(-np.nan_to_num(o.scores[rows_unique], nan=-np.inf), kind="stable")][:UNIQUE_CARDS]
         data_key = str(o.manifest.get("data"))
         if data_key not in records_cache:
-            records_cache[data_key] = gather.find_records(o)
+            records_cache[data_key] = find_records(o)
         records = records_cache[data_key]
         if records.dataset is None and records.note:
             body.append(f'<p class="note">{escape(records.note)}</p>')
-        body.append(cards(gather.selection_cards(o, records, order, "unique", ["score"]), empty="none"))
+        body.append(cards(selection_cards(o, records, order, "unique", ["score"]), empty="none"))
     subtitle = " vs ".join(f"<code>{escape(label)}</code>" for label in labels)
     (out / HTML_FILE).write_text(page("Comparison of selections", subtitle, body), encoding="utf-8")
     (out / MD_FILE).write_text(_markdown(labels, outputs, selections, overlap, rho, used, tasks, usable, chosen, unique), encoding="utf-8")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .gather import reason_group
+from .summaries import reason_group
 
 REPORT_FILE = "report.md"
 

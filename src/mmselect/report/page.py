@@ -6,7 +6,7 @@ import math
 from html import escape
 from typing import Any
 
-from .gather import Card
+from .record_cards import Card
 
 LIST_ROWS = 40  # rows of a list of records shown before "... N more"
 SCALAR_ITEMS = 24  # items of a list of scalars written out before it is summarised

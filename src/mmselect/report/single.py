@@ -12,8 +12,22 @@ import numpy as np
 
 from ..data.readers import Dataset
 from ..export import MANIFEST_FILE
-from . import charts, gather
+from . import charts
 from .page import cards, figure, key_values, page, render_value, stat, table
+from .projection import projection
+from .record_cards import card_rows, rejected_cards, selection_cards
+from .sources import Output, Records, find_records, load_features, load_output
+from .summaries import (
+    COMPOSITION_EDGES,
+    COMPOSITION_TITLES,
+    binned_composition,
+    cluster_summary,
+    histogram,
+    record_attributes,
+    rejected_groups,
+    task_composition,
+    timings,
+)
 
 HTML_FILE = "report.html"
 COUNT_LABELS = {
@@ -35,7 +49,7 @@ def _describe_guard(dedup: dict | None) -> str:
     return text + ")"
 
 
-def _headline(output: gather.Output, times: dict[str, float]) -> list[str]:
+def _headline(output: Output, times: dict[str, float]) -> list[str]:
     manifest = output.manifest
     counts = dict(manifest.get("counts", {}))
     if "selected" in counts and "not_selected" in counts:
@@ -67,28 +81,28 @@ def _headline(output: gather.Output, times: dict[str, float]) -> list[str]:
     return parts
 
 
-def _rejected_section(output: gather.Output, records: gather.Records) -> list[str]:
+def _rejected_section(output: Output, records: Records) -> list[str]:
     if not output.rejected:
         return ['<h2 id="rejected">Rejected records</h2><p class="note">None: every input record was usable.</p>']
     rows = []
-    for group in gather.rejected_groups(output.rejected):
+    for group in rejected_groups(output.rejected):
         examples = "; ".join(
             f"<code>{escape(str(e.get('key')))}</code> {escape(str(e.get('reason', '')))}" for e in group["examples"]
         )
         rows.append([escape(group["reason"]), group["count"], f"<span>{examples}</span>"])
     parts = ['<h2 id="rejected">Rejected records</h2>', table(["reason", "records", "examples"], rows, {1})]
     parts.append('<p class="note">Every rejected record is listed with its key and reason in <code>rejected.jsonl</code>.</p>')
-    parts.append(cards(gather.rejected_cards(output, records)))
+    parts.append(cards(rejected_cards(output, records)))
     return parts
 
 
-def _composition_section(output: gather.Output, attributes: dict[str, np.ndarray]) -> list[str]:
+def _composition_section(output: Output, attributes: dict[str, np.ndarray]) -> list[str]:
     selected = output.selected
     n_before, n_after = max(len(selected), 1), max(int(selected.sum()), 1)
-    comps = [gather.task_composition(output)]
-    for name, (title, edges) in gather.COMPOSITION_EDGES.items():
+    comps = [task_composition(output)]
+    for name, (title, edges) in COMPOSITION_EDGES.items():
         if name in attributes:
-            comps.append(gather.binned_composition(title, attributes[name], selected, edges))
+            comps.append(binned_composition(title, attributes[name], selected, edges))
     parts = ['<h2 id="composition">Composition before and after</h2>',
              ('<p class="note">Share of the usable records ("all") and of the selected ones in each category; '
               "hover a bar for counts.</p>")]
@@ -100,14 +114,14 @@ def _composition_section(output: gather.Output, attributes: dict[str, np.ndarray
         svg = charts.grouped_bars(
             f"composition-{comp.title}", comp.categories,
             [("all usable", share_before), ("selected", share_after)],
-            f"Composition by {gather.COMPOSITION_TITLES[comp.title]}", percent=True, tooltips=tips, classes=["s1", "s0"],
+            f"Composition by {COMPOSITION_TITLES[comp.title]}", percent=True, tooltips=tips, classes=["s1", "s0"],
         )
         rows = [
             [escape(c), b, a, f"{a / b:.1%}" if b else "–"]
             for c, b, a in zip(comp.categories, comp.before, comp.after)
         ]
         data_attr = f' data-composition="{escape(comp.title)}"'
-        parts.append(f"<h3>By {escape(gather.COMPOSITION_TITLES[comp.title])}</h3>")
+        parts.append(f"<h3>By {escape(COMPOSITION_TITLES[comp.title])}</h3>")
         parts.append(f'<div class="charts"{data_attr}>{figure(svg)}<div>'
                      + table([comp.title, "usable", "selected", "rate"], rows, {1, 2, 3}) + "</div></div>")
     if len(comps) == 1:
@@ -115,12 +129,12 @@ def _composition_section(output: gather.Output, attributes: dict[str, np.ndarray
     return parts
 
 
-def _score_section(output: gather.Output) -> list[str]:
+def _score_section(output: Output) -> list[str]:
     parts = ['<h2 id="scores">Scores, selected vs not</h2>',
              '<p class="note">Counts per bin; the selected records are the lower part of each bar.</p><div class="charts">']
     selected = output.selected
     for name in output.value_columns():
-        h = gather.histogram(name, output.columns[name], selected)
+        h = histogram(name, output.columns[name], selected)
         missing = h.missing_kept + h.missing_dropped
         caption = f"{missing:,} records without a value (NaN), {h.missing_kept:,} of them selected" if missing else None
         svg = charts.stacked_histogram(f"score-{name}", h.edges, h.kept, h.dropped, f"Distribution of {name}")
@@ -129,20 +143,20 @@ def _score_section(output: gather.Output) -> list[str]:
     return parts
 
 
-def _cards_section(output: gather.Output, records: gather.Records) -> list[str]:
+def _cards_section(output: Output, records: Records) -> list[str]:
     parts = ['<h2 id="records">Records</h2>']
     if records.dataset is None:
         parts.append(f'<p class="note">{escape(records.note or "records not available")}</p>')
     elif records.note:
         parts.append(f'<p class="note">{escape(records.note)}</p>')
     values = output.value_columns()
-    for group, rows in gather.card_rows(output).items():
+    for group, rows in card_rows(output).items():
         parts.append(f"<h3>{escape(group[0].upper() + group[1:])}</h3>")
-        parts.append(cards(gather.selection_cards(output, records, rows, group, values)))
+        parts.append(cards(selection_cards(output, records, rows, group, values)))
     return parts
 
 
-def _diagnostics_section(output: gather.Output) -> list[str]:
+def _diagnostics_section(output: Output) -> list[str]:
     info = output.manifest.get("method_info") or {}
     parts = ['<h2 id="diagnostics">Method diagnostics</h2>']
     if not info:
@@ -154,14 +168,14 @@ def _diagnostics_section(output: gather.Output) -> list[str]:
         if key in scalars:
             continue
         parts.append(f"<h3>{escape(key.replace('_', ' '))}</h3>" + render_value(value))
-    clusters = gather.cluster_summary(output)
+    clusters = cluster_summary(output)
     if clusters:
         parts.append("<h3>Clusters (from selection.parquet)</h3>" + render_value(clusters))
     return parts
 
 
-def _map_section(output: gather.Output, featureset) -> list[str]:
-    proj = gather.projection(output, featureset)
+def _map_section(output: Output, featureset) -> list[str]:
+    proj = projection(output, featureset)
     if proj is None:
         return []
     caption = (
@@ -196,13 +210,13 @@ def write_html_report(
     and the 2-D map) defaults to the manifest's features directory.
     """
     out_dir = Path(out_dir)
-    output = gather.load_output(out_dir)
+    output = load_output(out_dir)
     _update_manifest_outputs(out_dir)
     output.manifest.setdefault("outputs", {})["report_html"] = HTML_FILE
-    records = gather.find_records(output, dataset, data, image_root)
-    featureset = gather.load_features(output, features)
-    attributes = gather.record_attributes(output, featureset, records)
-    times = gather.timings(output, featureset)
+    records = find_records(output, dataset, data, image_root)
+    featureset = load_features(output, features)
+    attributes = record_attributes(output, featureset, records)
+    times = timings(output, featureset)
     manifest = output.manifest
     subtitle = (
         f"<code>{escape(str(manifest.get('method')))}</code>, budget <code>{escape(str(manifest.get('budget')))}</code>"
