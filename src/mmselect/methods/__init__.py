@@ -42,6 +42,10 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "semdedup": ("mmselect.methods.semdedup:SemDeDup", "k-means + within-cluster cosine dedup, eps searched for the budget"),
     "d2-pruning": ("mmselect.methods.d2_pruning:D2Pruning", "kNN graph message passing + greedy reverse passing"),
     "clip-score": ("mmselect.methods.clip_score:ClipScore", "image-text cosine from a CLIP model, keep the highest"),
+    "scalselect": (
+        "mmselect.methods.scalselect:ScalSelect",
+        "rank-k leverage of attention-pooled early visual features, keep the highest",
+    ),
 }
 
 _REGISTERED: dict[str, type[SelectionMethod]] = {}
