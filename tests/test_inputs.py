@@ -147,7 +147,7 @@ def _rows():
 
 def test_parquet_with_embedded_images(tmp_path):
     from mmselect.data.rows import row_hash40
-    from mmselect.data.readers import format_key
+    from mmselect.data.keys import format_key
 
     rows = _rows()
     path = tmp_path / "train.parquet"

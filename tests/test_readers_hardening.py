@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from mmselect.data import read_dataset, sample_key
-from mmselect.data import readers as readers_module
-from mmselect.data import textscan
+from mmselect.data import keys as keys_module
+from mmselect.data import record_checks, textscan
 from mmselect.errors import DataFormatError, RecordError
 
 
@@ -157,8 +157,8 @@ def test_records_are_read_back_from_the_file_by_offset(tmp_path):
 @pytest.mark.parametrize("fast", [True, False])
 def test_keys_do_not_depend_on_the_json_library(tmp_path, monkeypatch, fast):
     if not fast:
-        monkeypatch.setattr(readers_module, "orjson", None)
-    elif readers_module.orjson is None:
+        monkeypatch.setattr(keys_module, "orjson", None)
+    elif keys_module.orjson is None:
         pytest.skip("orjson is not installed")
     lines = [
         '{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}], "score": 1e-05}',
@@ -213,13 +213,13 @@ def test_image_checks_run_on_many_threads(tmp_path, image_dir, monkeypatch):
     import threading
 
     seen = set()
-    original = readers_module.check_image
+    original = record_checks.check_image
 
     def spy(*args, **kwargs):
         seen.add(threading.get_ident())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(readers_module, "check_image", spy)
+    monkeypatch.setattr(record_checks, "check_image", spy)
     records = [{"id": str(i), "image": f"coco/{i % 3}.png", "conversations": _conv()} for i in range(64)]
     path = tmp_path / "d.json"
     path.write_text(json.dumps(records))

@@ -12,7 +12,7 @@ import pytest
 
 from mmselect.budget import Budget
 from mmselect.errors import BudgetError, ConfigError, MMSelectError
-from mmselect.export import RejectedRecord
+from mmselect.data.rejected import RejectedRecord
 from mmselect.features import shards as shards_module
 from mmselect.features.shards import ExtractionOutput, JsonCodec, NpzCodec, ShardStore
 from mmselect.locking import DirectoryBusyError, RunInterrupted, directory_lock, exclusive_run

@@ -6,7 +6,6 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .data.readers import Dataset
+from .data.dataset import Dataset
+from .data.rejected import RejectedRecord
 
 SELECTION_FILE = "selection.parquet"
 REJECTED_FILE = "rejected.jsonl"
@@ -47,43 +47,6 @@ def write_subset(dataset: Dataset, positions: Iterable[int], out_dir: Path) -> P
         body = ",\n".join(raws)
         path.write_text("[\n" + body + ("\n" if raws else "") + "]\n", encoding="utf-8")
     return path
-
-
-@dataclass
-class RejectedRecord:
-    """A record left out, with why and at which stage (``read``, ``extract``, ``select``): one line
-    of ``rejected.jsonl``."""
-
-    key: str
-    reason: str
-    stage: str
-    position: int | None = None
-    id: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "position": self.position, "id": self.id, "reason": self.reason, "stage": self.stage}
-
-    def __getitem__(self, field_name: str) -> Any:
-        """Fields by name too, as in a ``rejected.jsonl`` line (``record["reason"]``)."""
-        if field_name not in self.__dataclass_fields__:
-            raise KeyError(field_name)
-        return getattr(self, field_name)
-
-    @classmethod
-    def from_json(cls, item: "dict[str, Any] | RejectedRecord") -> "RejectedRecord":
-        if isinstance(item, RejectedRecord):
-            return item
-        return cls(key=item["key"], reason=item["reason"], stage=item.get("stage", ""), position=item.get("position"),
-                   id=item.get("id"))
-
-    @classmethod
-    def of(cls, rejected, stage: str) -> "RejectedRecord":
-        """From a reader's rejected record (or anything with key/reason/position/id attributes)."""
-        return cls(key=rejected.key, reason=rejected.reason, stage=stage, position=rejected.position, id=rejected.id)
-
-    @classmethod
-    def for_sample(cls, sample, reason: str, stage: str) -> "RejectedRecord":
-        return cls(key=sample.key, reason=reason, stage=stage, position=sample.position, id=sample.id)
 
 
 def write_rejected(rejected: "Iterable[RejectedRecord | dict[str, Any]]", out_dir: Path) -> Path:

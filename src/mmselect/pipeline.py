@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from .budget import Budget
-from .data.readers import Dataset, read_dataset
+from .data.dataset import Dataset
+from .data.readers import read_dataset
+from .data.rejected import RejectedRecord
 from .dedup import (
     DEFAULT_NEAR_THRESHOLD,
     expand_to_all_rows,
@@ -24,7 +26,6 @@ from .dedup import (
 )
 from .errors import ConfigError, MMSelectError
 from .export import (
-    RejectedRecord,
     build_manifest,
     read_rejected_records,
     write_rejected,
@@ -43,7 +44,7 @@ from .trainer_formats import EXPORT_FORMATS
 
 
 def _read_rejects(dataset: Dataset) -> list[RejectedRecord]:
-    return [RejectedRecord.of(r, "read") for r in dataset.rejected]
+    return list(dataset.rejected)
 
 
 def _extract_options(options: ExtractOptions | None, fields: dict[str, Any]) -> ExtractOptions:
@@ -186,9 +187,7 @@ def _account_for_dataset(featureset: FeatureSet, dataset: Dataset, by_key: dict,
     for sample in dataset.samples:
         if sample.key not in featureset.row_of and sample.key not in already:
             rejected.append(RejectedRecord.for_sample(sample, "no features for this record", "select"))
-    for item in dataset.rejected:
-        if item.key not in already:
-            rejected.append(RejectedRecord.of(item, "read"))
+    rejected.extend(item for item in dataset.rejected if item.key not in already)
     return sorted(rejected, key=lambda r: r.position or 0)
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from .budget import Budget
-from .data.readers import Dataset
+from .data.dataset import Dataset
 from .dedup import DuplicateGuard
 from .errors import BudgetError, MMSelectError
-from .export import RejectedRecord, build_manifest, write_manifest, write_rejected, write_selection_table, write_subset
+from .data.rejected import RejectedRecord
+from .export import build_manifest, write_manifest, write_rejected, write_selection_table, write_subset
 from .features.store import FeatureSet
 from .methods.base import SelectionResult
 from .report import write_html_report, write_report

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..export import RejectedRecord
+from ..data.rejected import RejectedRecord
 from .context import ExtractionContext, ExtractOptions
 from .extractor import CACHE_FORMAT, Extractor, PreparedBatch, extract_shard  # noqa: F401 (public here too)
 from .hook_features import MAIN_PASS, main_pass, sample_columns

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..export import RejectedRecord
+from ..data.rejected import RejectedRecord
 from .context import ExtractionContext
 from .extractor import Extractor
 from .reducers import FEATURES

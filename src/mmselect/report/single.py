@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.readers import Dataset
+from ..data.dataset import Dataset
 from ..export import MANIFEST_FILE
 from . import charts
 from .page import cards, figure, key_values, page, render_value, stat, table

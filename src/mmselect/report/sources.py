@@ -13,7 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..data.readers import Dataset, read_dataset
+from ..data.dataset import Dataset
+from ..data.readers import read_dataset
 from ..errors import MMSelectError
 from ..export import MANIFEST_FILE, SELECTION_FILE, read_rejected
 
