@@ -89,7 +89,8 @@ def test_check_finite_shows_ten_keys_and_counts_the_rest(tmp_path):
 
 # --- files that cannot be read, or do not fit the others --------------------------------------
 from mmselect.errors import MissingFeaturesError  # noqa: E402
-from mmselect.features.store import FeatureConflictError, FeatureFormatError, align_to_dataset  # noqa: E402
+from mmselect.features.alignment import align_to_dataset  # noqa: E402
+from mmselect.features.store import FeatureConflictError, FeatureFormatError  # noqa: E402
 
 
 def _directory(tmp_path, n=4, **arrays) -> "Path":
@@ -233,7 +234,7 @@ def test_features_of_other_records_are_refused(tmp_path):
 # --- a hand-made directory matched to its dataset by position -----------------------------------
 def test_hand_made_keys_are_replaced_by_the_records_at_their_positions(tmp_path):
     from mmselect.data.readers import read_dataset
-    from mmselect.features.store import dataset_keys
+    from mmselect.features.alignment import dataset_keys
 
     records = [{"id": f"r{i}", "conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]}
                for i in range(3)]

@@ -32,7 +32,8 @@ from .export import (
 )
 from .features.context import ExtractOptions
 from .models.templates import count_moved_placeholders
-from .features.store import FeatureSet, align_to_dataset
+from .features.alignment import align_to_dataset
+from .features.store import FeatureSet
 from .locking import exclusive_run
 from .validation import FEATURE_OUTPUTS, after_extraction, before_model, check_budgets, check_extract_options, check_output_dir, \
     check_model_available, stop_if_nothing_usable

@@ -24,14 +24,20 @@ import pyarrow.parquet as pq
 
 from ..errors import MissingFeaturesError, MMSelectError, NonFiniteFeaturesError
 from .rows import nonfinite_rows
+from .store_files import (
+    FeatureFormatError,
+    as_column,
+    column_from_arrow,
+    column_to_arrow,
+    first_line,
+    is_map_of,
+    load_npy,
+    read_manifest_file,
+)
 
 SAMPLES_FILE = "samples.parquet"
 MANIFEST_FILE = "manifest.json"
 REQUIRED_COLUMNS = ("key", "task")
-
-
-class FeatureFormatError(MMSelectError):
-    """A features directory's file cannot be read or does not fit the others (names the file and why)."""
 
 
 class FeatureConflictError(MMSelectError):
@@ -60,7 +66,7 @@ class FeatureSet:
         self._columns: dict[str, np.ndarray] = {}
         n = len(columns["key"])
         for name, values in columns.items():
-            values = values if isinstance(values, np.ndarray) and values.dtype != object else _as_column(values)
+            values = values if isinstance(values, np.ndarray) and values.dtype != object else as_column(values)
             if len(values) != n:
                 raise FeatureFormatError(f"column {name!r} has {len(values)} rows, expected {n}")
             self._columns[name] = values
@@ -132,20 +138,20 @@ class FeatureSet:
             table = pq.read_table(table_path)
         except (OSError, pa.ArrowException) as err:
             raise FeatureFormatError(
-                f"{table_path} cannot be read as parquet ({_first_line(err)}); rerun `mmselect extract` into a new "
+                f"{table_path} cannot be read as parquet ({first_line(err)}); rerun `mmselect extract` into a new "
                 "directory, or rewrite the file"
             ) from None
         try:
-            columns = {name: _from_arrow(table.column(name)) for name in table.column_names}
+            columns = {name: column_from_arrow(table.column(name)) for name in table.column_names}
         except (pa.ArrowException, TypeError, ValueError) as err:
-            raise FeatureFormatError(f"{table_path}: a column cannot be read ({_first_line(err)})") from None
+            raise FeatureFormatError(f"{table_path}: a column cannot be read ({first_line(err)})") from None
         n = table.num_rows
-        manifest = _read_manifest(root / MANIFEST_FILE)
+        manifest = read_manifest_file(root / MANIFEST_FILE)
         listed = manifest.get("feature_arrays")
         listed = {str(a) for a in listed} if isinstance(listed, list) else set()
         arrays, aux = {}, {}
         for npy in sorted(root.glob("*.npy")):
-            values = _load_npy(npy, mmap)
+            values = load_npy(npy, mmap)
             aligned = values.ndim == 2 and values.shape[0] == n
             if npy.stem in listed and not aligned:
                 raise FeatureFormatError(
@@ -158,20 +164,20 @@ class FeatureSet:
     @classmethod
     def read_manifest(cls, path: str | Path) -> dict:
         """The manifest of the features directory ``path`` (``{}`` when it has none)."""
-        return _read_manifest(Path(path) / MANIFEST_FILE)
+        return read_manifest_file(Path(path) / MANIFEST_FILE)
 
     def save(self, path: str | Path) -> Path:
         """Write the directory. An array that is already the memory map of its own file there is
         left as it is; every file is written to a temporary name and renamed into place."""
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
-        table = pa.table({name: _to_arrow(values) for name, values in self._columns.items()})
+        table = pa.table({name: column_to_arrow(values) for name, values in self._columns.items()})
         tmp = root / f".{SAMPLES_FILE}.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, root / SAMPLES_FILE)
         for name, values in {**self._aux, **self._arrays}.items():
             target = root / f"{name}.npy"
-            if _is_map_of(values, target):
+            if is_map_of(values, target):
                 continue
             tmp = root / f".{name}.tmp.npy"
             np.save(tmp, np.ascontiguousarray(values), allow_pickle=False)
@@ -352,50 +358,6 @@ class FeatureSet:
                 )
 
 
-def dataset_keys(data: str | os.PathLike, **read_options) -> list[str]:
-    """The key of every record of ``data``, in file order (``keys[i]`` is record ``i``'s): what a
-    hand-made features directory's ``key`` column holds to match the records without a
-    ``position`` column. ``read_options`` go to :func:`mmselect.data.readers.read_dataset`."""
-    from ..data.readers import read_dataset
-
-    dataset = read_dataset(data, check_images=False, **read_options)
-    return [dataset.key_of(position) for position in range(dataset.n_records)]
-
-
-def align_to_dataset(features: FeatureSet, dataset, by_key) -> FeatureSet:
-    """``features`` with the dataset's keys: as they are when every key is one of the dataset's
-    records (``by_key``), else taken from the ``position`` column (a hand-made directory)."""
-    keys = features.keys.tolist()
-    unknown = [k for k in keys if k not in by_key]
-    if not unknown:
-        return features
-    where = f"{features.root / SAMPLES_FILE}" if features.root is not None else "the features"
-    if not features.has_column("position"):
-        raise FeatureFormatError(
-            f"{len(unknown):,} row(s) of {where} match no record of {dataset.path} (first key: {unknown[0]!r}). "
-            "Give a `position` column (the record's index in the file, from 0), or use mmselect's keys: "
-            "mmselect.features.store.dataset_keys(path) lists them in file order"
-        )
-    positions = features.column("position")
-    if positions.dtype.kind not in "iu" and not (positions.dtype.kind == "f" and np.all(positions == np.round(positions))):
-        raise FeatureFormatError(f"{where}: column 'position' must hold integers, got {positions.dtype}")
-    positions = positions.astype(np.int64)
-    outside = np.flatnonzero((positions < 0) | (positions >= dataset.n_records))
-    if len(outside):
-        raise FeatureFormatError(
-            f"{where}: position {int(positions[outside[0]])} (row {int(outside[0])}) is outside {dataset.path}, "
-            f"which has {dataset.n_records:,} record(s) (positions 0..{dataset.n_records - 1})"
-        )
-    return features.with_columns(key=np.array([dataset.key_of(int(p)) for p in positions], dtype=object))
-
-
-def _is_map_of(values, path: Path) -> bool:
-    filename = getattr(values, "filename", None)
-    if not isinstance(values, np.memmap) or filename is None or not path.exists():
-        return False
-    return os.path.realpath(filename) == os.path.realpath(path)
-
-
 def _model_identity(manifest: Mapping) -> tuple | None:
     model = manifest.get("model")
     if not isinstance(model, dict) or not model.get("name"):
@@ -406,88 +368,3 @@ def _model_identity(manifest: Mapping) -> tuple | None:
 def _describe_identity(identity: tuple) -> str:
     name, revision = identity
     return f"model {name}" + (f" at revision {revision}" if revision else "")
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def _load_npy(path: Path, mmap: bool) -> np.ndarray:
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(6)
-    except OSError as err:
-        raise FeatureFormatError(f"{path} cannot be read ({_first_line(err)})") from None
-    if not magic:
-        raise FeatureFormatError(f"{path} cannot be read as a .npy array (the file is empty); rewrite it or remove it")
-    if magic != b"\x93NUMPY":
-        raise FeatureFormatError(f"{path} is not a valid .npy array (it lacks the .npy header); rewrite it with np.save")
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as err:
-        if "allow_pickle" in str(err) or "Object arrays" in str(err) or "Python objects" in str(err):
-            raise FeatureFormatError(
-                f"{path} holds Python objects (a pickle), which mmselect never loads; save a numeric array "
-                "(np.save with a float dtype)"
-            ) from None
-        raise FeatureFormatError(f"{path} is not a valid .npy array ({_first_line(err)}); rewrite it") from None
-    except (OSError, EOFError) as err:
-        size = path.stat().st_size if path.exists() else 0
-        detail = "the file is empty" if size == 0 else _first_line(err)
-        raise FeatureFormatError(f"{path} cannot be read as a .npy array ({detail}); rewrite it or remove it") from None
-
-
-def _read_manifest(path: Path) -> dict:
-    """The manifest as a dict; a free-form one (a list, a model given as a string) is kept, under
-    keys the rest of mmselect can read."""
-    if not path.exists():
-        return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise FeatureFormatError(f"{path} is not valid JSON ({_first_line(err)}); fix it or remove it") from None
-    if not isinstance(manifest, dict):
-        return {"user": manifest}
-    model = manifest.get("model")
-    if model is not None and not isinstance(model, dict):
-        manifest = {**manifest, "model": {"name": str(model)}}
-    return manifest
-
-
-def _as_column(values) -> np.ndarray:
-    if isinstance(values, (list, tuple)) and values and isinstance(values[0], (list, tuple)):
-        column = np.empty(len(values), dtype=object)  # one list per sample (e.g. mmSSR styles)
-        column[:] = [list(v) for v in values]
-        return column
-    array = np.asarray(values)
-    if array.dtype.kind in "US":
-        return array.astype(object)
-    if array.dtype == object and len(array) and not isinstance(array[0], (str, list, tuple, np.ndarray)):
-        try:
-            return array.astype(float)
-        except (TypeError, ValueError):
-            return array
-    return array
-
-
-def _from_arrow(column: pa.ChunkedArray) -> np.ndarray:
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        return np.asarray(column.to_pylist(), dtype=object)
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        values = np.empty(len(column), dtype=object)
-        values[:] = [list(v) if v is not None else [] for v in column.to_pylist()]
-        return values
-    if pa.types.is_boolean(column.type):
-        return column.to_numpy(zero_copy_only=False).astype(bool)
-    if pa.types.is_integer(column.type) and column.null_count == 0:
-        return column.to_numpy()
-    return column.to_numpy(zero_copy_only=False).astype(float)
-
-
-def _to_arrow(values: np.ndarray) -> pa.Array:
-    if values.dtype == object and len(values) and isinstance(values[0], (list, tuple, np.ndarray)):
-        return pa.array([list(v) for v in values], type=pa.list_(pa.string()))
-    if values.dtype == object:
-        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
-    return pa.array(values)
