@@ -150,9 +150,9 @@ def generate(workdir: Path, n: int, width: int, layers: int, seed: int, workers:
 # ----------------------------------------------------------------------------------------------
 def _instrument(sampler: Monitor) -> None:
     """Close a stage when each of COINCIDE's internal steps returns."""
-    from mmselect.methods.coincide import method as module
+    from mmselect.methods.coincide import clusters, method
 
-    def wrap(name, label):
+    def wrap(name, label, module=method):
         inner = getattr(module, name)
 
         def wrapped(*args, **kwargs):
@@ -162,7 +162,7 @@ def _instrument(sampler: Monitor) -> None:
 
         setattr(module, name, wrapped)
 
-    wrap("spherical_kmeans", "k-means")
+    wrap("spherical_kmeans", "k-means", clusters)
     wrap("_cluster_pass", "density + kernels (per-cluster pass)")
     wrap("transferability", "transferability")
     wrap("allocate", "allocation")

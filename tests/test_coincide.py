@@ -10,7 +10,7 @@ import pytest
 from mmselect.errors import DataFormatError, NonFiniteFeaturesError
 from mmselect.features.store import FeatureSet
 from mmselect.methods.coincide import kernels as coincide_module
-from mmselect.methods.coincide import method as coincide_method
+from mmselect.methods.coincide import clusters as coincide_clusters
 from mmselect.methods import get_method
 from mmselect.numerics import spherical_kmeans
 from mmselect.methods.coincide import (
@@ -338,8 +338,8 @@ def test_one_fit_serves_every_budget(monkeypatch):
     features = FeatureSet.from_arrays(n=len(x), columns={"n_images": n_images}, arrays={"coincide_embed": x})
     params = dict(n_layers=2, kmeans_iters=10, seed=5)
     runs = []
-    kmeans = coincide_method.spherical_kmeans
-    monkeypatch.setattr(coincide_method, "spherical_kmeans", lambda *a, **kw: runs.append(1) or kmeans(*a, **kw))
+    kmeans = coincide_clusters.spherical_kmeans
+    monkeypatch.setattr(coincide_clusters, "spherical_kmeans", lambda *a, **kw: runs.append(1) or kmeans(*a, **kw))
     monkeypatch.setattr(coincide_module, "_CACHE_BYTES", 200 * 200 * 8)  # some kernels cached, others recomputed
     fitted = get_method("coincide", **params).fit(features)
     assert len(runs) == 2  # image and text-only groups, once

@@ -17,12 +17,7 @@ import numpy as np
 
 from ...errors import ConfigError, DataFormatError
 from ...features.store import FeatureSet
-from ...numerics import (
-    NonFiniteRowsError,
-    available_backend,
-    nonfinite_error,
-    spherical_kmeans,
-)
+from ...numerics import NonFiniteRowsError, nonfinite_error
 from ..base import (
     NONE,
     POSITIVE_INT,
@@ -34,10 +29,8 @@ from ..base import (
     SelectionResult,
 )
 from .allocation import allocate, transferability
+from .clusters import given_clusters, kmeans_clusters
 from .kernels import _cluster_pass, _Greedy
-
-# Official ratio: K = 10,000 clusters for LLaVA-665K, about 67 samples per cluster.
-SAMPLES_PER_CLUSTER = 67
 # No cluster may exceed this many rows (its float32 kernel alone would be 4 GiB).
 MAX_CLUSTER_ROWS = 32768
 
@@ -231,13 +224,17 @@ class Coincide(SelectionMethod):
         t0 = time.perf_counter()
         given_centroids = None
         if features.has_column("cluster") and features.has_aux("cluster_centroids"):
-            labels, cluster_ids, given_centroids = _given_clusters(
+            labels, cluster_ids, given_centroids = given_clusters(
                 features.column("cluster"), features.aux("cluster_centroids"), width
             )
             info["clusters"] = {"source": "given (cluster column + cluster_centroids.npy)", "n_clusters": len(cluster_ids)}
         else:
             try:
-                labels, kinfo = self._kmeans(emb, view, text_only if separate else None)
+                labels, kinfo = kmeans_clusters(
+                    emb, view, text_only if separate else None, n_clusters=self.n_clusters, seed=self.seed,
+                    kmeans_iters=self.kmeans_iters, backend=self.backend, kmeans_dim=self.kmeans_dim,
+                    kmeans_points_per_centroid=self.kmeans_points_per_centroid,
+                )
             except NonFiniteRowsError as error:
                 raise nonfinite_error("coincide_embed", error.rows, keys) from None
             cluster_ids = np.arange(int(labels.max()) + 1 if n else 0)
@@ -354,66 +351,8 @@ class Coincide(SelectionMethod):
         info["timings"] = {key: round(value, 3) for key, value in timings.items()}
         return SelectionResult(selected=selected, scores=np.full(n, np.nan), values=values, order=order, info=info)
 
-    # --- k-means ------------------------------------------------------------------------------
-    def _kmeans(self, emb, view, text_only: np.ndarray | None):
-        n, width = emb.shape
-        k_total = int(self.n_clusters) if self.n_clusters is not None else max(1, int(round(n / SAMPLES_PER_CLUSTER)))
-        k_total = min(k_total, n)
-        dim = _none(self.kmeans_dim)
-        if dim == "auto":
-            dim = 128 if width > 1024 else None
-        per_centroid = _none(self.kmeans_points_per_centroid)
-        if per_centroid == "auto":
-            per_centroid = 16 if n > 200_000 else None
-        backend = available_backend(self.backend)
-        groups: list[tuple[str, np.ndarray, int]] = []
-        if text_only is None:
-            groups.append(("all", np.arange(n), k_total))
-        else:
-            t_rows, i_rows = np.flatnonzero(text_only), np.flatnonzero(~text_only)
-            k_text = min(len(t_rows), max(1, int(round(k_total * len(t_rows) / n))))
-            k_image = min(len(i_rows), max(1, k_total - k_text)) if len(i_rows) else 0
-            if k_image:
-                groups.append(("image", i_rows, k_image))
-            groups.append(("text_only", t_rows, k_text))
-        labels = np.empty(n, dtype=np.int64)
-        offset = 0
-        runs = []
-        for name, rows, k in groups:
-            lab, _, run_info = spherical_kmeans(
-                emb,
-                k,
-                seed=int(self.seed),
-                niter=int(self.kmeans_iters),
-                backend=backend,
-                rows=rows,
-                transform=view,
-                reduce_dim=None if dim is None or dim >= width else int(dim),
-                max_points_per_centroid=None if per_centroid is None else int(per_centroid),
-                full_centroids=False,
-            )
-            labels[rows] = lab + offset
-            offset += k
-            runs.append({"group": name, **run_info})
-        kinfo = {
-            "source": "spherical k-means",
-            "n_clusters": int(offset),
-            "seed": int(self.seed),
-            "niter": int(self.kmeans_iters),
-            "backend": runs[0]["backend"],
-            "kmeans_dim": dim,
-            "kmeans_points_per_centroid": per_centroid,
-            "runs": runs,
-        }
-        return labels, kinfo
-
 
 # --- pieces (module level so that tests can reach them) -----------------------------------------
-def _none(value):
-    """``None`` also spelled as a string (``--param kmeans_dim=none``)."""
-    return None if isinstance(value, str) and value.lower() in ("none", "null") else value
-
-
 def _manifest_layers(manifest) -> int | None:
     """Number of layers of the ``coincide`` extraction recorded in a features manifest."""
     try:
@@ -427,30 +366,3 @@ def _range(values: np.ndarray):
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     return [float(values.min()), float(values.max())] if len(values) else None
-
-
-def _given_clusters(column, centroids, width):
-    """Map a user-given ``cluster`` column onto the rows of ``cluster_centroids``."""
-    raw = np.asarray(column)
-    if raw.dtype.kind == "f":
-        if not np.isfinite(raw).all() or not np.array_equal(raw, np.round(raw)):
-            raise DataFormatError("the cluster column must hold integer cluster ids (no NaN)")
-        raw = raw.astype(np.int64)
-    elif raw.dtype.kind not in "iu":
-        raise DataFormatError(f"the cluster column must hold integer cluster ids, got dtype {raw.dtype}")
-    raw = raw.astype(np.int64)
-    centroids = np.asarray(centroids, dtype=np.float64)
-    if centroids.ndim != 2 or centroids.shape[1] != width:
-        raise DataFormatError(f"cluster_centroids.npy has shape {centroids.shape}, expected (n_clusters, {width})")
-    n_centroids = len(centroids)
-    if len(raw) and raw.min() >= 0 and raw.max() < n_centroids:
-        return raw, np.arange(n_centroids), centroids
-    ids = np.unique(raw)
-    if len(ids) != n_centroids:
-        raise DataFormatError(
-            f"cluster ids are not centroid rows (range [{raw.min()}, {raw.max()}], {n_centroids} centroids) "
-            f"and there are {len(ids)} distinct ids, not one per centroid"
-        )
-    return np.searchsorted(ids, raw), ids, centroids
-
-
