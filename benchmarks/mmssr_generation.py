@@ -152,7 +152,7 @@ def hardware() -> str:
 
 def time_sampler(n: int, budget: float = 0.1, n_sources: int = 60, seed: int = 0):
     """Time the mmSSR sampler on synthetic integer scores for the 14 capabilities."""
-    from mmselect.methods.mmssr import mmssr_sample, tie_break_ranks
+    from mmselect.methods.mmssr_sampler import mmssr_sample, tie_break_ranks
 
     rng = np.random.default_rng(seed)
     scores = [rng.integers(0, 6, n).astype(float) for _ in ms.CAPABILITIES]

@@ -14,7 +14,8 @@ import pytest
 from mmselect.errors import DataFormatError, MissingFeaturesError, NonFiniteFeaturesError
 from mmselect.features.store import FeatureSet
 from mmselect.methods import get_method
-from mmselect.methods.mmssr import MMSSR, load_user_scores, mmssr_sample, tie_break_ranks
+from mmselect.methods.mmssr import MMSSR, load_user_scores
+from mmselect.methods.mmssr_sampler import mmssr_sample, tie_break_ranks
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mmssr_official" / "case1"
 
