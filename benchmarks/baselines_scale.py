@@ -285,7 +285,7 @@ def cmd_knn_recall(args):
     IVF in the 128-d PCA space against exact kNN in the same space, and against exact kNN in
     the full embedding (what the PCA costs)."""
     from mmselect.features.store import FeatureSet
-    from mmselect.methods.d2_pruning import build_ivf_index, search_ivf
+    from mmselect.numerics import build_ivf_index, search_ivf
     from mmselect.numerics import pca_project, read_rows
 
     fs = FeatureSet.load(args.features)

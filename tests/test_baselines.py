@@ -9,7 +9,8 @@ import pytest
 from mmselect.errors import ConfigError, MissingFeaturesError, NonFiniteFeaturesError
 from mmselect.features.store import FeatureSet
 from mmselect.methods import get_method, top_k_mask
-from mmselect.methods.d2_pruning import exact_knn, forward_scores, greedy_reverse, ivf_knn, rerank_exact
+from mmselect.methods.d2_pruning import forward_scores, greedy_reverse
+from mmselect.numerics import exact_knn, ivf_knn, rerank_exact
 from mmselect.methods.el2n import band_order
 from mmselect.methods.semdedup import SemDeDup, max_similarity_to_earlier, pca_project
 

@@ -4,6 +4,7 @@
   spherical k-means of large row matrices, k-means labels of points in memory.
 * :mod:`.pca`: randomized PCA / uncentred SVD of a row sample, streamed projection.
 * :mod:`.distances`: pairwise squared Euclidean distances (numpy and torch).
+* :mod:`.knn`: k nearest neighbours, exact (torch blocks) or approximate (faiss IVF), exact re-ranking.
 * :mod:`.rows`: float32 row blocks, unit-norm rows.
 * :mod:`.runtime`: torch thread-count control, per-stage timing.
 * :mod:`.finite`: the one NaN/inf refusal (:func:`nonfinite_error`).
@@ -21,6 +22,7 @@ from .kmeans import (
     member_means,
     spherical_kmeans,
 )
+from .knn import build_ivf_index, exact_knn, ivf_knn, rerank_exact, search_ivf
 from .pca import PCABasis, pca_project, project, randomized_pca
 from .rows import BLOCK_ROWS, l2_normalize, normalize_rows, read_rows
 from .runtime import Stopwatch, single_threaded, torch_threads
@@ -32,8 +34,11 @@ __all__ = [
     "Stopwatch",
     "assign",
     "available_backend",
+    "build_ivf_index",
     "check_finite_rows",
     "euclidean_distances",
+    "exact_knn",
+    "ivf_knn",
     "kmeans_labels",
     "l2_normalize",
     "member_means",
@@ -43,6 +48,8 @@ __all__ = [
     "project",
     "randomized_pca",
     "read_rows",
+    "rerank_exact",
+    "search_ivf",
     "single_threaded",
     "spherical_kmeans",
     "squared_distances",
