@@ -13,7 +13,8 @@ import torch
 
 from mmselect.arena import model as M
 from mmselect.arena.config import ArenaConfig, TrainingConfig, WorldConfig, config_from_dict, load_config
-from mmselect.arena.world import generate_items, pathology_counts, tree_digest, write_world
+from mmselect.arena.generation import generate_items, pathology_counts
+from mmselect.arena.world import tree_digest, write_world
 from mmselect.data.readers import read_dataset
 from mmselect.errors import ConfigError
 
@@ -65,7 +66,7 @@ def test_world_is_byte_identical_from_its_seed_and_has_the_configured_rates(tmp_
 
 
 def test_wrong_answers_differ_from_the_truth_and_stay_in_the_task_vocabulary():
-    from mmselect.arena.world import COLORS, NUMBERS, SHAPES
+    from mmselect.arena.scenes import COLORS, NUMBERS, SHAPES
 
     vocabulary = {
         "color": set(COLORS), "shape": set(SHAPES), "count": set(NUMBERS[1:5]),

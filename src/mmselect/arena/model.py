@@ -22,7 +22,7 @@ from PIL import Image
 from ..data.records import Sample
 from ..models.templates import TEMPLATES
 from .config import TrainingConfig
-from .world import IMAGE_SIZE, vocabulary
+from .scenes import IMAGE_SIZE, vocabulary
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 IMAGE_TOKEN = "<image>"
