@@ -70,6 +70,17 @@ def test_official_parity_k_scores_and_selected_sets():
         assert result.info["scalselect_k"] == 16
 
 
+def test_float32_gram_products_keep_the_official_selection():
+    x = np.load(FIXTURE / "representations.npy")
+    expected_scores = np.load(FIXTURE / "expected_scores_center_only.npy")
+    expected = json.loads((FIXTURE / "expected_center_only.json").read_text())
+    method = get_method("scalselect", gram_dtype="float32", block_rows=100).fit(_features(x))
+    assert method.k_ == 16
+    np.testing.assert_allclose(method.leverage_, expected_scores, rtol=0, atol=1e-5)
+    for ids in expected["selected_indices"].values():
+        assert set(method.select_budget(len(ids)).indices.tolist()) == set(ids)
+
+
 # --- a case worked by hand -------------------------------------------------------------------------
 
 

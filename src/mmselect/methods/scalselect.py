@@ -18,7 +18,7 @@ from ..budget import apportion
 from ..errors import BudgetError
 from ..features.rows import iter_row_blocks
 from ..features.store import FeatureSet
-from ..numerics import Stopwatch, check_finite_rows
+from ..numerics import Stopwatch, check_finite_rows, single_threaded
 from .base import (
     POSITIVE_INT,
     Choice,
@@ -83,6 +83,10 @@ class ScalSelect(SelectionMethod):
         ``info["budget_shortfall"]``. ``"keep"``: they are all selected and count towards the
         budget (score ``+inf``); the image records fill the rest of it. If they alone exceed the
         budget, selection fails with a :class:`BudgetError`.
+    gram_dtype : {"float64", "float32"}
+        Precision of the per-block products ``X_b^T X_b`` of the Gram passes; they are always
+        summed in float64. ``"float64"`` (default) reproduces the official scores to about
+        1e-7; ``"float32"`` halves the time of the Gram pass (the dominant cost at d = 4,096).
     block_rows : int
         Rows read at a time (memory bound: about ``3 * block_rows * d * 8`` bytes).
 
@@ -100,6 +104,8 @@ class ScalSelect(SelectionMethod):
         "per_task": Param("split the budget over tasks, top scores within each", Choice(True, False)),
         "text_only": Param("records without vision tokens: never selected, or always kept",
                            Choice("exclude", "keep")),
+        "gram_dtype": Param("precision of the per-block Gram products (summed in float64)",
+                            Choice("float64", "float32")),
         "block_rows": Param("rows read at a time (memory bound)", POSITIVE_INT),
     }
 
@@ -111,6 +117,7 @@ class ScalSelect(SelectionMethod):
         l2_normalize: bool = False,
         per_task: bool = False,
         text_only: str = "exclude",
+        gram_dtype: str = "float64",
         block_rows: int = 4096,
     ):
         self.energy = energy
@@ -118,6 +125,7 @@ class ScalSelect(SelectionMethod):
         self.l2_normalize = l2_normalize
         self.per_task = per_task
         self.text_only = text_only
+        self.gram_dtype = gram_dtype
         self.block_rows = block_rows
 
     def feature_needs(self):
@@ -140,6 +148,7 @@ class ScalSelect(SelectionMethod):
             energy=float(self.energy),
             standardize=self.standardize,
             l2_normalize=self.l2_normalize,
+            gram_dtype=self.gram_dtype,
             block_rows=int(self.block_rows),
             keys=features.keys,
             stopwatch=stopwatch,
@@ -160,6 +169,7 @@ class ScalSelect(SelectionMethod):
             "energy_captured": self.energy_captured_,
             "standardize": bool(self.standardize),
             "l2_normalize": bool(self.l2_normalize),
+            "gram_dtype": self.gram_dtype,
             "per_task": bool(self.per_task),
             "text_only": self.text_only,
             "candidates": len(candidates),
@@ -232,6 +242,7 @@ def leverage_scores(
     energy: float = 0.9,
     standardize: bool = False,
     l2_normalize: bool = False,
+    gram_dtype: str = "float64",
     block_rows: int = 4096,
     keys=None,
     stopwatch: Stopwatch | None = None,
@@ -240,7 +251,9 @@ def leverage_scores(
     official preprocessing (centre, optionally standardise columns, optionally unit-norm rows).
 
     Streams ``array`` in blocks of ``block_rows`` rows (two passes, three with ``l2_normalize``);
-    memory is a few blocks plus two d x d float64 matrices. Rows with NaN/inf are refused
+    memory is a few blocks plus two d x d float64 matrices. ``gram_dtype``: precision of each
+    block's Gram product (the sums are float64). The d x d eigendecomposition runs on one thread
+    (torch, float64): multi-threaded LAPACK is slower on a busy machine. Rows with NaN/inf are refused
     (:class:`~mmselect.errors.NonFiniteFeaturesError` naming ``keys``)."""
     stopwatch = stopwatch or Stopwatch()
     n_total, d = array.shape
@@ -266,7 +279,7 @@ def leverage_scores(
                 shift = block[0].copy()
             block -= shift
             column_sum += block.sum(axis=0)
-            gram += block.T @ block
+            gram += _gram(block, gram_dtype)
     mean = shift + column_sum / n
     # scatter of the centred rows: sum (x - mu)(x - mu)^T = sum (x - s)(x - s)^T - N (mu - s)(mu - s)^T
     scatter = gram - np.outer(column_sum, column_sum) / n
@@ -293,13 +306,11 @@ def leverage_scores(
         with stopwatch.stage("pass 2: Gram of the normalised rows"):
             scatter = np.zeros((d, d))
             for _, block in blocks():
-                block = preprocessed(block)
-                scatter += block.T @ block
+                scatter += _gram(preprocessed(block), gram_dtype)
 
     with stopwatch.stage("eigendecomposition"):
-        eigenvalues, vectors = np.linalg.eigh(scatter)
+        eigenvalues, vectors = _eigh_descending(scatter)
         del scatter
-        eigenvalues, vectors = eigenvalues[::-1], vectors[:, ::-1]
         eigenvalues = np.clip(eigenvalues, 0.0, None)[: min(n, d)]
         k, captured, rank_limited = _rank_for_energy(eigenvalues, energy)
         whiten = vectors[:, :k] / np.sqrt(eigenvalues[:k])
@@ -312,6 +323,22 @@ def leverage_scores(
                 projected = preprocessed(block) @ whiten
                 scores[positions] = np.einsum("ij,ij->i", projected, projected)
     return LeverageFit(scores, k, captured, eigenvalues, rank_limited)
+
+
+def _gram(block: np.ndarray, dtype: str) -> np.ndarray:
+    """``block^T block`` computed in ``dtype`` (the caller sums the results in float64)."""
+    if dtype == "float32":
+        block = block.astype(np.float32)
+    return block.T @ block
+
+
+def _eigh_descending(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and eigenvectors (columns) of a symmetric float64 matrix."""
+    import torch
+
+    with single_threaded():
+        eigenvalues, vectors = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(matrix)))
+    return eigenvalues.numpy()[::-1].copy(), vectors.numpy()[:, ::-1].copy()
 
 
 def _rank_for_energy(eigenvalues: np.ndarray, energy: float) -> tuple[int, float | None, bool]:
