@@ -24,12 +24,14 @@ class MMSSRWork(ModelWork):
     """Generations for one shard. Models given here (loaded in this process) are used as they
     are; a worker that receives the unit without them loads them from their ``load_args``."""
 
-    def __init__(self, scorer, styler, capabilities: dict[str, str], batch_size: int, max_new_tokens: int):
+    def __init__(self, scorer, styler, capabilities: dict[str, str], batch_size: int, max_new_tokens: int,
+                 image_input: str = "base_crop"):
         self.scorer_args = scorer.load_args
         self.styler_args = None if styler is None else styler.load_args
         self.capabilities = capabilities
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
+        self.image_input = image_input
         weights_here = all(b is None or b.device.type != "meta" for b in (scorer, styler))
         self._loaded = (scorer, styler or scorer) if weights_here else None
 
@@ -57,6 +59,7 @@ class MMSSRWork(ModelWork):
             scorer.model, scorer.processor, inputs, self.capabilities,
             styler_model=styler.model, styler_processor=styler.processor,
             batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, progress=per_batch,
+            image_input=self.image_input,
         )
         advance(len(shard) - counted[0])  # samples with unreadable images were not generated
         examples = [
@@ -82,6 +85,10 @@ class MMSSRScoresFeature(Feature):
         "styler": FeatureOption(None, "styler model (default: the scorer); released: mengyaolyu/mmssr-7b-styler"),
         "capabilities": FeatureOption(None, "capabilities to score, a list or comma-separated (default: all 14)"),
         "max_new_tokens": FeatureOption(16, "tokens generated per score reply"),
+        "image_input": FeatureOption(
+            "base_crop", "base_crop: one crop per image at the vision tower's base resolution, as the official "
+            "inference (LLaVA-OneVision scorers; other families keep their processor's input); processor: the "
+            "model's own processor (any-resolution tiles)"),
     }
 
     def _capabilities(self) -> dict[str, str]:
@@ -91,6 +98,11 @@ class MMSSRScoresFeature(Feature):
         if isinstance(capabilities, str):
             capabilities = [c.strip() for c in capabilities.split(",") if c.strip()]
         return resolve_capabilities(capabilities)
+
+    def _image_input(self) -> str:
+        from .mmssr_image_input import check_image_input
+
+        return check_image_input(str(self.option("image_input")))
 
     def _models(self, context: ExtractionContext):
         scorer_name, styler_name = self.option("scorer"), self.option("styler")
@@ -106,16 +118,18 @@ class MMSSRScoresFeature(Feature):
             "styler": (styler or scorer).describe(),
             "capabilities": self._capabilities(),
             "max_new_tokens": int(self.option("max_new_tokens")),
+            "image_input": self._image_input(),
         }
 
     def run(self, samples: Sequence, context: ExtractionContext) -> FeatureOutput:
         scorer, styler = self._models(context)
         caps = self._capabilities()
         max_new_tokens = int(self.option("max_new_tokens"))
+        image_input = self._image_input()
         outputs = context.runner.run_shards(
             plan_shards(samples, context.options.shard_size), name_of=shard_name,
             store=ShardStore.for_spec(context.cache_dir, "aux-", self.cache_spec(context), JsonCodec()),
-            work=MMSSRWork(scorer, styler, caps, context.options.batch_size, max_new_tokens),
+            work=MMSSRWork(scorer, styler, caps, context.options.batch_size, max_new_tokens, image_input),
             progress=context.progress, total=len(samples),
             description=f"mmssr scoring ({len(caps)} capabilities + styles)",
         )
@@ -132,7 +146,7 @@ class MMSSRScoresFeature(Feature):
             "image_errors": int(sum(output.info.get("image_errors", 0) for output in outputs)),
         }
         _warn_unparsable(unparsable, len(samples), examples)
-        return FeatureOutput(columns=columns, info={"mmssr": {"capabilities": caps, **stats}})
+        return FeatureOutput(columns=columns, info={"mmssr": {"capabilities": caps, "image_input": image_input, **stats}})
 
 
 def _warn_unparsable(unparsable: dict[str, int], n: int, examples: list[dict[str, Any]]) -> None:

@@ -34,6 +34,10 @@ Differences from the official script (deliberate):
   one integer, the styles a short list; a longer reply would be unparsable anyway).
 * A score reply is accepted only if it is a bare integer in 0..5 (the official ``int(reply)``
   also accepts e.g. ``"7"`` or ``"1_0"``); everything else is NaN and counted.
+
+Image input as in the official script (by default): a LLaVA-OneVision scorer sees each image as one
+crop at its vision tower's base resolution, without the any-resolution tiles its processor would
+add (:mod:`.mmssr_image_input`; ``image_input="processor"`` for the tiles).
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ def generate_replies(
     max_new_tokens: int = 16,
     progress: bool = True,
     description: str = "generating",
+    image_input: str = "base_crop",
 ) -> list[str]:
     """Greedy replies, one per request, in request order.
 
@@ -126,8 +131,15 @@ def generate_replies(
 
     Requests are batched by prompt length (shortest first, to limit padding), left-padded, and
     generated greedily; each reply is the decoded new tokens without special tokens, stripped.
+
+    ``image_input``: ``"base_crop"`` (default) gives a LLaVA-OneVision model each image as one crop
+    at the vision tower's base resolution, as the official mmSSR inference does
+    (:mod:`.mmssr_image_input`); ``"processor"`` sends the images through the model's own processor
+    (any-resolution tiles for OneVision). Other families always get their processor's input.
     """
     import torch
+
+    from .mmssr_image_input import effective_image_input, generate_from_base_crops
 
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -136,6 +148,7 @@ def generate_replies(
         return []
     needs_images = any(len(images) for _, images in requests)
     _check_processor(processor, needs_images)
+    base_crops = needs_images and effective_image_input(model, image_input) == "base_crop"
     tokenizer = _tokenizer_of(processor)
     texts = [processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) for messages, _ in requests]
     # Batch similar lengths together; a stable sort keeps the order among equal lengths.
@@ -156,21 +169,13 @@ def generate_replies(
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 batch_images = [image for i in idx for image in requests[i][1]]
-                kwargs: dict[str, Any] = {"text": [texts[i] for i in idx], "return_tensors": "pt", "padding": True}
-                if batch_images:
-                    kwargs["images"] = batch_images
-                inputs = processor(**kwargs)
-                if batch_images and "pixel_values" not in inputs:
-                    raise ValueError(f"{type(processor).__name__} returned no pixel_values for a batch with images")
-                inputs = {
-                    k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device))
-                    if hasattr(v, "to")
-                    else v
-                    for k, v in inputs.items()
-                }
-                with torch.inference_mode():
-                    output = model.generate(**inputs, generation_config=config)
-                new_tokens = output[:, inputs["input_ids"].shape[1] :]
+                if base_crops:
+                    new_tokens = generate_from_base_crops(
+                        model, processor, [texts[i] for i in idx], [requests[i][1] for i in idx], config
+                    )
+                else:
+                    new_tokens = _generate_with_processor(model, processor, [texts[i] for i in idx], batch_images,
+                                                          config, device, dtype)
                 decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                 for i, text in zip(idx, decoded):
                     replies[i] = text.strip()
@@ -178,6 +183,25 @@ def generate_replies(
     finally:
         tokenizer.padding_side = old_side
     return [r if r is not None else "" for r in replies]
+
+
+def _generate_with_processor(model, processor, texts: list[str], images: list, config, device, dtype):
+    """New tokens of one batch whose images go through the model's own processor."""
+    import torch
+
+    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+    if images:
+        kwargs["images"] = images
+    inputs = processor(**kwargs)
+    if images and "pixel_values" not in inputs:
+        raise ValueError(f"{type(processor).__name__} returned no pixel_values for a batch with images")
+    inputs = {
+        k: (v.to(device=device, dtype=dtype) if v.is_floating_point() else v.to(device)) if hasattr(v, "to") else v
+        for k, v in inputs.items()
+    }
+    with torch.inference_mode():
+        output = model.generate(**inputs, generation_config=config)
+    return output[:, inputs["input_ids"].shape[1] :]
 
 
 # --- scoring -------------------------------------------------------------------------------------
@@ -234,6 +258,7 @@ def score_samples(
     max_new_tokens: int = 16,
     style_max_new_tokens: int = 64,
     progress: bool = True,
+    image_input: str = "base_crop",
 ) -> ScoringOutput:
     """Score one shard of samples: one generation per capability, one for the styles.
 
@@ -241,7 +266,8 @@ def score_samples(
     PIL images or image paths (opened and converted to RGB here). ``capabilities``: short names or
     keywords (default: the 14), or a ``{name: keyword}`` mapping for a custom scorer. The style
     pass uses ``styler_model``/``styler_processor`` when given (the released styler is a separate
-    model), else ``model``/``processor``; ``styles=False`` skips it.
+    model), else ``model``/``processor``; ``styles=False`` skips it. ``image_input``: see
+    :func:`generate_replies` (``"base_crop"``, the official input, or ``"processor"``).
 
     Nothing here depends on other shards, so the extraction engine can run shards independently
     and concatenate the columns. Unparsable replies and unreadable images never raise: the
@@ -263,7 +289,7 @@ def score_samples(
         requests = [(build_messages(samples[i][0], len(loaded[i]), task), loaded[i]) for i in usable]
         replies = generate_replies(
             mdl, proc, requests, batch_size=batch_size, max_new_tokens=limit, progress=progress,
-            description=f"mmssr {task}",
+            description=f"mmssr {task}", image_input=image_input,
         )
         full = [""] * n
         for i, reply in zip(usable, replies):
