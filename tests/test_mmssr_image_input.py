@@ -95,7 +95,7 @@ def test_inputs_embeds_carry_the_projected_base_crop_and_the_newline(onevision):
     pixels = mi.base_crop_pixel_values(processor.image_processor, [image])
     with torch.no_grad():
         # Computed directly: tower -> last hidden state (vision_feature_layer -1, "full") -> projector.
-        hidden = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-1]
+        hidden = model.model.vision_tower(pixels.to(model.device), output_hidden_states=True).hidden_states[-1]
         projected = model.model.multi_modal_projector(hidden)[0]
         token_embeddings = model.get_input_embeddings()(inputs["input_ids"])[0]
     positions = torch.nonzero(inputs["input_ids"][0] == model.config.image_token_id).flatten()
@@ -114,10 +114,10 @@ def test_base_crops_equal_the_models_own_one_crop_branch(onevision):
     model, processor = onevision
     images = [_image(40, 40, seed=3), _image(24, 24, seed=4)]
     text = _prompt(processor, 2)
-    own = processor(text=[text], images=[images], return_tensors="pt")
+    own = processor(text=[text], images=[images], return_tensors="pt").to(model.device)
     ours = mi.base_crop_inputs(model, processor, [text], [images])
     assert torch.equal(own["input_ids"], ours["input_ids"])
-    torch.testing.assert_close(own["pixel_values"][:, 0], mi.base_crop_pixel_values(processor.image_processor, images))
+    torch.testing.assert_close(own["pixel_values"][:, 0].cpu(), mi.base_crop_pixel_values(processor.image_processor, images))
     with torch.no_grad():
         own_features = model.model.get_image_features(
             pixel_values=own["pixel_values"], image_sizes=own["image_sizes"], batch_num_images=own["batch_num_images"],
@@ -148,10 +148,10 @@ def test_generation_from_inputs_embeds_is_the_greedy_forward_on_the_same_embeddi
         embeds, picked = inputs["inputs_embeds"], []
         with torch.no_grad():
             for _ in range(steps):  # greedy decoding by full forwards, no cache
-                logits = model(inputs_embeds=embeds, attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long)).logits
-                token = int(logits[0, -1].argmax())
+                mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+                token = int(model(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].argmax())
                 picked.append(token)
-                embeds = torch.cat([embeds, embed(torch.tensor([[token]]))], dim=1)
+                embeds = torch.cat([embeds, embed(torch.tensor([[token]], device=embeds.device))], dim=1)
         manual.append(picked)
     assert batched.tolist() == manual  # left-padded batch == each prompt alone == plain forwards
     assert len({tuple(m) for m in manual}) > 1  # the prompts lead to different tokens
