@@ -26,6 +26,10 @@ class EncodedBatch:
     attention: torch.Tensor  # (B, T) bool
     image: torch.Tensor  # (B, T) bool
     answer: torch.Tensor  # (B, T) bool: tokens inside answer spans (targets of the NLL)
+    # (B, T) bool: the assistant turns' stripped text only (no turn-end marker), and the user turns'
+    # text; read by ScalSelect, whose query tokens are defined by them.
+    answer_content: torch.Tensor | None = None
+    user_text: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -37,6 +41,8 @@ class EncodedBatch:
             fn(self.attention),
             fn(self.image),
             fn(self.answer),
+            None if self.answer_content is None else fn(self.answer_content),
+            None if self.user_text is None else fn(self.user_text),
         )
 
     def to(self, device, non_blocking: bool = False) -> "EncodedBatch":
@@ -80,6 +86,33 @@ def _runs(ids: list[int], token_id: int) -> list[int]:
     return runs
 
 
+def _shifted(spans: list[tuple[int, int]], shifts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Character spans moved by the characters the expanded image tokens add before each end."""
+    return [(start + sum(extra for at, extra in shifts if at < start), end + sum(extra for at, extra in shifts if at < end))
+            for start, end in spans]
+
+
+def _tokens_in_spans(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], text: str) -> list[bool]:
+    """Which tokens (character ``offsets``) fall in ``spans`` (sorted, disjoint). Byte-level BPE
+    glues the leading space to the first answer word: a token counts when it lies inside a span
+    (newlines and the turn-end marker of an answer span included, as in the training loss) or its
+    overlap with one holds more than whitespace. Offsets only move forward, so one pointer walks
+    the spans."""
+    inside, first = [], 0
+    for begin, finish in offsets:
+        while first < len(spans) and spans[first][1] <= begin:
+            first += 1
+        hit = False
+        for s, e in spans[first:]:
+            if s >= finish:
+                break
+            if (begin >= s and finish <= e) or text[max(begin, s) : min(finish, e)].strip():
+                hit = True
+                break
+        inside.append(hit)
+    return inside
+
+
 def encode(bundle: ModelBundle, rendered: list[Rendered], images: list[list[Image.Image]], max_length: int) -> EncodedBatch:
     """Encode one batch. ``images[i]`` are the loaded images of ``rendered[i]``, in order."""
     processor, tokenizer = bundle.processor, bundle.tokenizer
@@ -98,10 +131,11 @@ def encode(bundle: ModelBundle, rendered: list[Rendered], images: list[list[Imag
     input_ids = inputs["input_ids"]
     attention = inputs["attention_mask"].bool()
     answer = torch.zeros_like(attention)
+    answer_content, user_text = torch.zeros_like(attention), torch.zeros_like(attention)
     for row, item in enumerate(rendered):
         ids = input_ids[row][attention[row]].tolist()
         counts = _runs(ids, token_id)
-        expanded, spans, shift, cursor, run = [], [], 0, 0, 0
+        expanded, cursor, run = [], 0, 0
         # Expand each image token to the processor's count, shifting the answer spans accordingly.
         text = item.text
         position = text.find(token)
@@ -115,25 +149,16 @@ def encode(bundle: ModelBundle, rendered: list[Rendered], images: list[list[Imag
             position = text.find(token, cursor)
         expanded.append(text[cursor:])
         expanded_text = "".join(expanded)
-        for start, end in item.answer_spans:
-            shift = sum(extra for at, extra in offsets_shift if at < start)
-            spans.append((start + shift, end + shift))
+        masks = [(mask, _shifted(spans, offsets_shift)) for mask, spans in
+                 ((answer, item.answer_spans), (answer_content, item.content_spans), (user_text, item.user_spans))]
         encoding = tokenizer(expanded_text, return_offsets_mapping=True)
         if encoding["input_ids"] != ids:
             raise RuntimeError(
                 "token mismatch between the processor and the tokenizer on the same text; "
                 f"cannot locate answer tokens (template {bundle.template.name})"
             )
-        for index, (begin, finish) in enumerate(encoding["offset_mapping"]):
-            # Byte-level BPE glues the leading space to the first answer word: a token counts as
-            # an answer token when it lies inside an answer span (newlines and the turn-end marker
-            # included, as in the training loss) or its overlap with one holds more than whitespace.
-            for s, e in spans:
-                if begin < e and finish > s and (
-                    (begin >= s and finish <= e) or expanded_text[max(begin, s) : min(finish, e)].strip()
-                ):
-                    answer[row, index] = True
-                    break
+        for mask, mask_spans in masks:
+            mask[row, : len(ids)] = torch.tensor(_tokens_in_spans(encoding["offset_mapping"], mask_spans, expanded_text))
     image = (input_ids == token_id) & attention
     if input_ids.shape[1] > max_length:
         kept_images = image[:, :max_length].sum(dim=1)
@@ -143,4 +168,5 @@ def encode(bundle: ModelBundle, rendered: list[Rendered], images: list[list[Imag
             if name in inputs:
                 inputs[name] = inputs[name][:, :max_length]
         attention, image, answer = attention[:, :max_length], image[:, :max_length], answer[:, :max_length]
-    return EncodedBatch(inputs, attention, image, answer)
+        answer_content, user_text = answer_content[:, :max_length], user_text[:, :max_length]
+    return EncodedBatch(inputs, attention, image, answer, answer_content, user_text)

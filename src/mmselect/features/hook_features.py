@@ -26,7 +26,8 @@ MAIN_PASS = "main"
 
 #: Per-sample metadata columns every features directory has, from the samples themselves.
 SAMPLE_COLUMNS = ("key", "position", "task", "rounds", "n_images", "n_text_chars")
-_COUNT_COLUMNS = ("n_tokens", "n_answer_tokens")
+_COUNT_COLUMNS = ("n_tokens", "n_answer_tokens", "scalselect_vision_tokens", "scalselect_kept_tokens",
+                  "scalselect_query_tokens")
 
 
 class HookFeature(Feature):
@@ -45,6 +46,12 @@ _OPTIONS = {
     **{name: {"layer": FeatureOption("last", "hidden states read: last (the last block's output, before the final norm), "
                                              "penultimate (the block before it), final (after the final norm) or a block index")}
        for name in ("spectrum", "last_token", "mean_embed")},
+    "scalselect": {
+        "query": FeatureOption("official", "query tokens whose attention ranks the vision tokens: official (every "
+                                           "non-vision token except the answers' content) or user_text"),
+        "mass": FeatureOption(0.9, "keep the fewest top vision tokens holding more than this share of the attention"),
+        "layer": FeatureOption(0, "decoder layer whose attention and output are read"),
+    },
 }
 _EXTRA_COLUMNS = {"tokens": ("n_tokens", "n_answer_tokens"), "answer_nll": ("n_answer_tokens",), "el2n": ("n_answer_tokens",),
                   "aum": ("n_answer_tokens",), "ifd": ("n_answer_tokens",)}

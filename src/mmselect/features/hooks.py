@@ -3,6 +3,8 @@
 Capture points: ``("block", i)`` = output of decoder block i; ``("o_proj", i)`` = its attention
 output projection (before the residual add); ``("final", None)`` = post-norm last hidden state +
 LM head. The pass stops after the last hooked layer when nothing reads the final state.
+A feature with an ``attach(layers, batch, out, model)`` method also installs what it needs inside a
+module for the pass (ScalSelect wraps one layer's attention); it returns handles to ``remove()``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ def hooked_forward(model, layers, features: list[FeatureDef], batch: EncodedBatc
     for point in hooked:
         handles.append(module_for(layers, point).register_forward_hook(make_hook(point)))
     try:
+        for feature in features:
+            attach = getattr(feature, "attach", None)
+            if attach is not None:
+                handles.extend(attach(layers, batch, out, model))
         with torch.inference_mode():
             inner = getattr(model, "model", None)
             try:

@@ -243,6 +243,13 @@ def _make(cls, name, description, columns=(), arrays=(), **kwargs) -> Callable[.
     return factory
 
 
+def _scalselect_def(**kwargs) -> FeatureDef:
+    # Imported when used: that module builds on FeatureDef, defined here.
+    from .scalselect_feature import ScalSelectEmbed
+
+    return ScalSelectEmbed(**kwargs)
+
+
 class TokenCount(FeatureDef):
     """Only the token count of each sample (tokenisation, no forward pass)."""
 
@@ -263,6 +270,8 @@ FEATURES: dict[str, Callable[..., FeatureDef]] = {
     "el2n": _make(EL2N, "el2n", "mean L2 norm of softmax - onehot over answer tokens", columns=["el2n"], needs_answers=True),
     "aum": _make(AUM, "aum", "mean margin p(target) - max other p over answer tokens", columns=["aum"], needs_answers=True),
     "ifd": _make(AnswerOnlyNLL, "ifd", "mean NLL of the answer tokens without the instruction (for IFD)", columns=["answer_nll_noinstr"], needs_answers=True, view="answer_only"),
+    "scalselect": _make(_scalselect_def, "scalselect", "layer-0 output at the vision tokens holding 90% of the instruction's layer-0 attention, mean-pooled (ScalSelect)",
+                        columns=["scalselect_vision_tokens", "scalselect_kept_tokens", "scalselect_query_tokens"], arrays=["scalselect_embed"]),
 }
 
 

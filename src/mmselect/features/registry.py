@@ -87,7 +87,7 @@ class Feature:
 _BUILTIN: dict[str, str] = {
     **{name: f"mmselect.features.hook_features:{name}" for name in (
         "tokens", "last_token", "mean_embed", "last_token_final", "mean_embed_final", "spectrum", "visual_mean",
-        "coincide", "answer_nll", "el2n", "aum", "ifd",
+        "coincide", "answer_nll", "el2n", "aum", "ifd", "scalselect",
     )},
     "clipper": "mmselect.features.clipper_pass:ClipperFeature",
     "clip_score": "mmselect.features.clip_feature:ClipScoreFeature",

@@ -43,6 +43,9 @@ class Rendered:
     ``placeholders_moved``: user turns whose ``<image>`` placeholder the template moved to the front
     (the family's official preprocessing does this; the record had it after or inside the text).
     ``placeholders_added``: the record had images but no placeholder; they were put first.
+    ``content_spans``: every assistant turn's stripped text, without the turn-end marker (labelled
+    or not); ``user_spans``: the user turns' text, each piece between images stripped. Both are
+    character spans, read by features that tell instructions from answers (ScalSelect).
     """
 
     text: str
@@ -50,6 +53,8 @@ class Rendered:
     image_paths: list[str] = field(default_factory=list)
     placeholders_moved: int = 0
     placeholders_added: bool = False
+    content_spans: list[tuple[int, int]] = field(default_factory=list)
+    user_spans: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def moved_placeholder(self) -> bool:
@@ -151,6 +156,8 @@ class FormatTemplate(Template):
         parts: list[str] = []
         length = 0
         spans: list[tuple[int, int]] = []
+        content_spans: list[tuple[int, int]] = []
+        user_spans: list[tuple[int, int]] = []
         images: list[str] = []
         moved, added = 0, False
 
@@ -184,13 +191,22 @@ class FormatTemplate(Template):
                     moved += was_moved
                     images.extend(image_paths[placed : placed + count])
                     placed += count
-                    emit(self.user_format.format(text=text.replace(IMAGE_PLACEHOLDER, self.image_text)))
+                    placed_text = text.replace(IMAGE_PLACEHOLDER, self.image_text)
+                    start, _ = emit(self.user_format.format(text=placed_text))
+                    offset = start + len(self.user_format.split("{text}")[0])
+                    for piece in placed_text.split(self.image_text):  # the words, not the images around them
+                        if piece.strip():
+                            lead = len(piece) - len(piece.lstrip())
+                            user_spans.append((offset + lead, offset + len(piece.rstrip())))
+                        offset += len(piece) + len(self.image_text)
                 else:
                     emit(self.assistant_prefix)
                     span = emit(turn.text + self.answer_end)
+                    lead = len(turn.text) - len(turn.text.lstrip())
+                    content_spans.append((span[0] + lead, span[0] + len(turn.text.rstrip())))
                     if labelled:
                         spans.append(span)
-        return Rendered("".join(parts), spans, images, moved, added)
+        return Rendered("".join(parts), spans, images, moved, added, content_spans, user_spans)
 
 
 TEMPLATES: dict[str, FormatTemplate] = {
@@ -328,6 +344,7 @@ class ProcessorChatTemplate(Template):
             messages = filled
             text = self._apply(messages)
         spans: list[tuple[int, int]] = []
+        content_spans: list[tuple[int, int]] = []
         cursor = 0
         for index, answer, labelled in answers:
             body = answer.strip()
@@ -338,6 +355,7 @@ class ProcessorChatTemplate(Template):
                     "verbatim; pass a hand-written template (--template " + "/".join(TEMPLATES) + ")"
                 )
             end = start + len(body)
+            content_spans.append((start, end))
             prefix = self._apply(messages[: index + 1])
             if text.startswith(prefix) and len(prefix) >= end:
                 # The turn-end marker the template writes after this answer, without trailing whitespace.
@@ -345,7 +363,26 @@ class ProcessorChatTemplate(Template):
             cursor = end
             if labelled:
                 spans.append((start, end))
-        return Rendered(text, spans, images, 0, added)
+        user_spans = self._user_spans(text, messages, [i for i, _, _ in answers], content_spans)
+        return Rendered(text, spans, images, 0, added, content_spans, user_spans)
+
+    @staticmethod
+    def _user_spans(text: str, messages: list[dict], answer_messages: list[int],
+                    content_spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The character span of each text part of the user messages, found in message order (an
+        answer's end moves the search past it, so a question is not found inside an earlier one)."""
+        ends = dict(zip(answer_messages, (end for _, end in content_spans)))
+        spans, cursor = [], 0
+        for index, message in enumerate(messages):
+            if index in ends:
+                cursor = max(cursor, ends[index])
+            elif message["role"] == "user":
+                for part in message["content"]:
+                    start = text.find(part["text"], cursor) if part["type"] == "text" and part["text"] else -1
+                    if start >= 0:
+                        spans.append((start, start + len(part["text"])))
+                        cursor = start + len(part["text"])
+        return spans
 
 
 # Hand-written template of each model family; other families use the processor's chat template.
