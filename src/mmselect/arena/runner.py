@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -29,34 +27,21 @@ from ..export import library_versions
 from ..methods import list_methods, method_class
 from . import model as M
 from .config import PATHOLOGIES, ArenaConfig, load_config
+from .conditions import (
+    FULL,
+    FULL_CLEAN,
+    RANDOM,
+    REFERENCES,
+    SKIPPED,
+    STAND_INS,
+    Run,
+    default_methods,
+    plan_runs,
+    reference_subset,
+    write_json,
+    write_mmssr_stand_in_scores,
+)
 from .world import World, write_world
-
-FULL = "full"
-FULL_CLEAN = "full-clean-world"
-RANDOM = "random"
-ORACLE = "oracle"
-ANTI_ORACLE = "anti-oracle"
-REFERENCES = (ORACLE, ANTI_ORACLE)
-# Methods the arena cannot run as published, with the stand-in it uses or the reason it skips them.
-STAND_INS = {
-    "mmssr": (
-        "stand-in scores: mmSSR's scorer/styler generations need its released 7B models. The arena passes "
-        "user scores (`select --scores`): score_<task> = 5 x exp(-answer NLL under the reference model) for "
-        "the record's own task (NaN for other tasks), styles from the record's form (multi-turn / one-word / "
-        "phrase). No hidden label is read."
-    ),
-}
-SKIPPED = {
-    "clip-score": "needs a CLIP model (image and text towers trained together); the reference model has none",
-}
-# Oracle keeps clean records first; anti-oracle takes the most harmful pathologies first.
-ORACLE_ORDER = ("clean", "trivial", "near_duplicate", "duplicate", "mismatch", "wrong_answer")
-ANTI_ORDER = ("wrong_answer", "mismatch", "duplicate", "near_duplicate", "trivial", "clean")
-
-
-def default_methods() -> list[str]:
-    """Every registered method but ``random`` (a condition of its own)."""
-    return [m for m in list_methods() if m != RANDOM]
 
 
 class Progress:
@@ -95,40 +80,6 @@ class Progress:
             self.bar.stop()
 
 
-@dataclass(frozen=True)
-class Run:
-    condition: str
-    budget: str | None  # None: full data
-    seed: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.condition} budget={self.budget or 'all'} seed={self.seed}"
-
-    def directory(self, out: Path) -> Path:
-        return out / "runs" / self.condition / (f"b{self.budget}" if self.budget else "all") / f"s{self.seed}"
-
-
-def plan_runs(methods: Sequence[str], budgets: Sequence[str], seeds: Sequence[int]) -> list[Run]:
-    """The first seed's runs, then for every further seed full data, random and the two references
-    (they calibrate the arena and its seed spread) before the methods."""
-    runs = []
-    for seed in seeds:
-        runs += [Run(FULL, None, seed), Run(FULL_CLEAN, None, seed)]
-        runs += [Run(condition, budget, seed) for budget in budgets for condition in (RANDOM, *REFERENCES)]
-        if seed == seeds[0]:
-            runs += [Run(method, budget, seed) for budget in budgets for method in methods]
-    for seed in seeds[1:]:
-        runs += [Run(method, budget, seed) for budget in budgets for method in methods]
-    return runs
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def _content_hash(key: str) -> str:
     return key.rsplit("-", 1)[-1]
 
@@ -155,7 +106,7 @@ class Arena:
         if marker.is_file() and json.loads(marker.read_text()) == want:
             return
         write_world(self.config.world, self.world.root)
-        _write_json(marker, want)
+        write_json(marker, want)
 
     @property
     def tokenizer(self):
@@ -205,7 +156,7 @@ class Arena:
         accuracy = self.evaluate(model)
         done = {"spec": spec, "parameters": M.parameter_count(model), "stage1_records": len(data),
                 "train": {k: round(v, 4) for k, v in stats.items()}, "accuracy": accuracy}
-        _write_json(marker, done)
+        write_json(marker, done)
         return done
 
     def stage1_model(self):
@@ -241,32 +192,15 @@ class Arena:
             device=self.device,
         )
         if "mmssr" in methods:
-            self._write_mmssr_stand_in(featureset)
+            write_mmssr_stand_in_scores(self.world, featureset, self.mmssr_scores_path)
         done = {"spec": spec, "extracted": int(featureset.n), "seconds": round(time.time() - started, 2),
                 "columns": list(featureset.column_names)}
-        _write_json(marker, done)
+        write_json(marker, done)
         return done
 
     @property
     def mmssr_scores_path(self) -> Path:
         return self.features_dir / "mmssr_stand_in_scores.jsonl"
-
-    def _write_mmssr_stand_in(self, featureset) -> None:
-        dataset = read_dataset(self.world.data("pool"), image_root=self.world.image_root, check_images=False)
-        by_key = dataset.by_key()
-        nll = np.asarray(featureset.column("answer_nll"), dtype=float)
-        tasks = [str(t) for t in featureset.tasks]
-        capabilities = sorted(set(tasks))
-        lines = []
-        for key, task, value in zip(featureset.keys, tasks, nll):
-            sample = by_key[str(key)]
-            answers = [t.text for t in sample.turns if t.role == "assistant"]
-            style = "multi-turn" if len(answers) > 1 else ("one-word" if len(answers[0].split()) == 1 else "phrase")
-            row: dict[str, Any] = {"key": str(key), "styles": [style]}
-            for capability in capabilities:
-                row[f"score_{capability}"] = round(5.0 * float(np.exp(-value)), 6) if capability == task and np.isfinite(value) else None
-            lines.append(json.dumps(row))
-        self.mmssr_scores_path.write_text("\n".join(lines) + "\n")
 
     # --- runs ----------------------------------------------------------------------------------
     def select(self, run: Run, directory: Path) -> tuple[Path, dict[str, Any]]:
@@ -277,7 +211,7 @@ class Arena:
         if run.condition == FULL_CLEAN:
             return self.world.data("clean_pool"), {}
         if run.condition in REFERENCES:
-            return self._reference_subset(run, selection), {"reads_hidden_labels": True}
+            return reference_subset(self.world, run, selection), {"reads_hidden_labels": True}
         params: dict[str, Any] = {}
         if "seed" in method_class(run.condition).param_names():
             params["seed"] = run.seed
@@ -288,22 +222,6 @@ class Arena:
         )
         manifest = json.loads((selection / "manifest.json").read_text())
         return selection / manifest["outputs"]["subset"], {"params": manifest["params"], "n_selected": result.n_selected}
-
-    def _reference_subset(self, run: Run, selection: Path) -> Path:
-        truth = self.world.pathologies()
-        keys = sorted(truth, key=lambda k: truth[k]["position"])
-        k = Budget.parse(run.budget).resolve(len(keys))
-        rng = np.random.default_rng(run.seed)
-        order = ORACLE_ORDER if run.condition == ORACLE else ANTI_ORDER
-        tier = {name: i for i, name in enumerate(order)}
-        ranked = sorted(range(len(keys)), key=lambda i, r=rng.random(len(keys)): (tier[truth[keys[i]]["pathology"]], r[i]))
-        chosen = sorted(ranked[:k])
-        records = json.loads(self.world.data("pool").read_text())
-        selection.mkdir(parents=True, exist_ok=True)
-        path = selection / "subset.json"
-        path.write_text(json.dumps([records[i] for i in chosen], indent=1) + "\n")
-        _write_json(selection / "keys.json", [keys[i] for i in chosen])
-        return path
 
     def selected_keys(self, run: Run, directory: Path) -> list[str]:
         """Pool keys of a run's training records (exact duplicates are told apart by position)."""
@@ -359,7 +277,7 @@ class Arena:
             "seconds": {"select": round(select_seconds, 2), "train": round(stats["seconds"], 2),
                         "total": round(time.time() - started, 2)},
         }
-        _write_json(done, result)
+        write_json(done, result)
         log(f"{run.label}: macro {accuracy['macro_mean']:.3f} ({result['seconds']['total']:.0f}s)")
         return result
 
