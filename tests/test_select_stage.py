@@ -68,6 +68,23 @@ def test_dedup_none_is_the_method_alone(tmp_path, dataset_with_copies):
     assert "duplicate_of" not in table
 
 
+def test_select_options_object_equals_the_keywords_and_keywords_take_precedence(tmp_path, dataset_with_copies):
+    from mmselect import SelectOptions
+
+    path, dataset, features = dataset_with_copies
+    common = dict(method="perplexity", params={"band": "low"}, budget=4, dataset=dataset)
+    pipeline.select(features, out=tmp_path / "options", options=SelectOptions(dedup="none", export_format="sharegpt"), **common)
+    without_guard, _ = _selected_positions(tmp_path / "options")
+    assert without_guard == [1, 4, 10, 11]  # as with dedup="none" given as a keyword (the copies kept together)
+    assert (tmp_path / "options" / "subset.sharegpt.json").is_file()
+    # the keyword wins over the options object: the exact guard is back, the copies set aside
+    pipeline.select(features, out=tmp_path / "keyword", options=SelectOptions(dedup="none"), dedup="exact", **common)
+    assert _selected_positions(tmp_path / "keyword")[0] == [1, 4, 7, 8]
+    assert json.loads((tmp_path / "keyword" / "manifest.json").read_text())["dedup"]["mode"] == "exact"
+    with pytest.raises(TypeError, match="unknown selection option.*'dedupe'"):
+        SelectOptions().replace(dedupe="near")
+
+
 def test_a_budget_the_guard_leaves_too_few_records_for_is_explained(tmp_path, dataset_with_copies):
     path, dataset, features = dataset_with_copies
     with pytest.raises(BudgetError, match="duplicate guard.*3 duplicate.*leaving 10"):

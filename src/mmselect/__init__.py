@@ -16,6 +16,7 @@ _LAZY = {
     "extract": "mmselect.pipeline",
     "select": "mmselect.pipeline",
     "ExtractOptions": "mmselect.features.context",
+    "SelectOptions": "mmselect.select_options",
     "register_feature": "mmselect.features.registry",
     "Feature": "mmselect.features.registry",
 }
@@ -31,5 +32,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mmselect' has no attribute {name!r}")
 
 
-__all__ = ["Budget", "ExtractOptions", "Feature", "FeatureSet", "extract", "get_method", "list_methods",
+__all__ = ["Budget", "ExtractOptions", "Feature", "FeatureSet", "SelectOptions", "extract", "get_method", "list_methods",
            "register_feature", "register_method", "run", "select", "__version__"]

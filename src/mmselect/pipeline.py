@@ -18,7 +18,6 @@ from .data.dataset import Dataset
 from .data.readers import read_dataset
 from .data.rejected import RejectedRecord
 from .dedup import (
-    DEFAULT_NEAR_THRESHOLD,
     expand_to_all_rows,
     find_duplicates,
     guard_features,
@@ -35,6 +34,7 @@ from .models.templates import count_moved_placeholders
 from .features.alignment import align_to_dataset
 from .features.store import FeatureSet
 from .locking import exclusive_run
+from .select_options import SelectOptions
 from .validation import FEATURE_OUTPUTS, after_extraction, before_model, check_budgets, check_extract_options, check_output_dir, \
     check_model_available, stop_if_nothing_usable
 from .methods import get_method
@@ -205,35 +205,40 @@ def select(
     dataset: Dataset | None = None,
     rejected: list[RejectedRecord | dict[str, Any]] | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    options: SelectOptions | None = None,
     scores: str | os.PathLike | None = None,
-    allow_missing_scores: bool = False,
-    dedup: str = "exact",
-    dedup_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    allow_missing_scores: bool | None = None,
+    dedup: str | None = None,
+    dedup_threshold: float | None = None,
     dedup_embedding: str | None = None,
-    export_format: str = "same",
+    export_format: str | None = None,
 ) -> SelectionResult | list[SelectionResult]:
     """Select from a features directory (or an in-memory :class:`FeatureSet`) and export.
 
     With ``data`` (or ``dataset``) the subset is written in the input's format (and, with
     ``export_format``, in a trainer's format too) and every input record is accounted for; without
-    it, only ``selection.parquet`` and the manifest are written. ``scores``: a file of your own
-    per-sample columns (e.g. ``score_<capability>`` / ``styles``; CSV, JSONL or parquet, keyed by
-    ``key`` or ``position``), merged in before selection.
+    it, only ``selection.parquet`` and the manifest are written. How to select is ``options``
+    (:class:`~mmselect.select_options.SelectOptions`: your own ``scores`` file, the duplicate
+    guard, the export format); its fields may also be given as keywords, which take precedence.
 
-    ``dedup`` (``exact`` by default, ``near``, ``none``): the duplicate guard of
-    :mod:`mmselect.dedup` sets repeated records aside before the method sees any record; the budget
-    applies to the records left. ``budget`` may be a list (or ``"0.1,0.2"``): the method is fitted
-    once and each budget is written to ``out/budget-<budget>/``; a list of results is returned.
+    The duplicate guard (``dedup``: ``exact`` by default, ``near``, ``none``) sets repeated records
+    aside before the method sees any record; the budget applies to the records left. ``budget``
+    may be a list (or ``"0.1,0.2"``): the method is fitted once and each budget is written to
+    ``out/budget-<budget>/``; a list of results is returned.
     """
     started = time.time()
+    options = (options or SelectOptions()).replace(
+        scores=scores, allow_missing_scores=allow_missing_scores, dedup=dedup, dedup_threshold=dedup_threshold,
+        dedup_embedding=dedup_embedding, export_format=export_format,
+    )
     budgets = parse_budgets(budget)
     featureset = features if isinstance(features, FeatureSet) else FeatureSet.load(features)
-    if scores is not None:
+    if options.scores is not None:
         from .features.user_scores import merge_user_scores
 
-        featureset = merge_user_scores(featureset, scores, allow_missing=allow_missing_scores)
-    if export_format not in EXPORT_FORMATS:
-        raise ConfigError(f"--export-format must be one of {', '.join(EXPORT_FORMATS)}, got {export_format!r}")
+        featureset = merge_user_scores(featureset, options.scores, allow_missing=options.allow_missing_scores)
+    if options.export_format not in EXPORT_FORMATS:
+        raise ConfigError(f"--export-format must be one of {', '.join(EXPORT_FORMATS)}, got {options.export_format!r}")
     out = check_output_dir(out)
     selector = get_method(method, **dict(params or {}))
     if rejected is None:
@@ -245,8 +250,8 @@ def select(
     featureset = align_to_dataset(featureset, dataset, by_key) if dataset is not None else featureset
     if dataset is not None:
         rejected = _account_for_dataset(featureset, dataset, by_key, rejected)
-    guard = find_duplicates(featureset, dedup, threshold=dedup_threshold, embedding=dedup_embedding,
-                            seed=selector.get_params().get("seed") or 1234)
+    guard = find_duplicates(featureset, options.dedup, threshold=options.dedup_threshold,
+                            embedding=options.dedup_embedding, seed=selector.get_params().get("seed") or 1234)
     needed_arrays = [need.name for need in selector.feature_needs() if need.kind == "array"]
     pool = pool_features(featureset, guard, needed_arrays, out / ".dedup-pool")
     for one in budgets:
@@ -259,7 +264,7 @@ def select(
         result = expand_to_all_rows(selector.select_budget(one), guard)
         write_selection(
             target, result, featureset=featureset, selector=selector, method=method, budget=one, guard=guard,
-            dataset=dataset, by_key=by_key, rejected=rejected, export_format=export_format,
+            dataset=dataset, by_key=by_key, rejected=rejected, export_format=options.export_format,
             started=started, extra_manifest=extra_manifest,
         )
         results.append(result)
@@ -286,25 +291,32 @@ def run(
     progress: bool | None = None,
     feature_params: dict[str, dict[str, Any]] | None = None,
     task_preset: str | None = None,
+    select_options: SelectOptions | None = None,
     scores: str | os.PathLike | None = None,
-    allow_missing_scores: bool = False,
-    dedup: str = "exact",
-    dedup_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    allow_missing_scores: bool | None = None,
+    dedup: str | None = None,
+    dedup_threshold: float | None = None,
     dedup_embedding: str | None = None,
-    export_format: str = "same",
+    export_format: str | None = None,
     max_rejected: float | None = None,
 ) -> SelectionResult | list[SelectionResult]:
     """Read, extract what ``method`` needs, select, export: the whole job.
 
     How to extract is ``options``; ``model``, ``batch_size``, ``device``, ``progress`` and
     ``feature_params``, when given, replace its fields. The method's implied feature options
-    (e.g. only the capabilities it samples) apply unless ``feature_params`` sets them. ``scores``,
-    ``dedup*``, ``export_format`` and a list of budgets work as in :func:`select`; ``dedup="near"``
-    extracts ``last_token`` too when no embedding is named.
+    (e.g. only the capabilities it samples) apply unless ``feature_params`` sets them. How to
+    select is ``select_options`` (:class:`~mmselect.select_options.SelectOptions`); ``scores``,
+    ``dedup*`` and ``export_format``, when given, replace its fields. They and a list of budgets
+    work as in :func:`select`; ``dedup="near"`` extracts the guard's embedding too when the method
+    reads none.
     """
     from .features.registry import merge_feature_params
 
     options = (options or ExtractOptions()).replace(model=model, batch_size=batch_size, device=device, progress=progress)
+    select_options = (select_options or SelectOptions()).replace(
+        scores=scores, allow_missing_scores=allow_missing_scores, dedup=dedup, dedup_threshold=dedup_threshold,
+        dedup_embedding=dedup_embedding, export_format=export_format,
+    )
     out = check_output_dir(out)
     selector = get_method(method, **(params or {}))
     if selector.extract_features():
@@ -320,7 +332,7 @@ def run(
     )
     feature_dir = Path(features_dir) if features_dir else out / "features"
     feature_names = selector.extract_features()
-    feature_names += guard_features(dedup, dedup_embedding, feature_names)
+    feature_names += guard_features(select_options.dedup, select_options.dedup_embedding, feature_names)
     featureset = extract(
         data,
         out=feature_dir,
@@ -343,13 +355,8 @@ def run(
         dataset=dataset,
         rejected=read_rejected_records(feature_dir),
         extra_manifest={"feature_dir": str(feature_dir)},
-        scores=scores,
-        allow_missing_scores=allow_missing_scores,
-        dedup=dedup,
-        dedup_threshold=dedup_threshold,
-        dedup_embedding=dedup_embedding,
-        export_format=export_format,
+        options=select_options,
     )
 
 
-__all__ = ["ExtractOptions", "extract", "run", "select"]
+__all__ = ["ExtractOptions", "SelectOptions", "extract", "run", "select"]
