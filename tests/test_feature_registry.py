@@ -30,7 +30,8 @@ from mmselect.features.shards import ExtractionOutput, JsonCodec, NpzCodec, Shar
 from mmselect.features.store import FeatureSet
 
 REPO = Path(__file__).resolve().parents[1]
-GENERIC = ["src/mmselect/pipeline.py", "src/mmselect/dedup.py", *sorted(
+GENERIC = ["src/mmselect/pipeline.py", "src/mmselect/dedup.py", "src/mmselect/select_options.py",
+           "src/mmselect/select_outputs.py", *sorted(
     str(p.relative_to(REPO)) for p in (REPO / "src/mmselect").glob("cli*.py")), *sorted(
     str(p.relative_to(REPO)) for p in (REPO / "src/mmselect/features").glob("extract*.py"))]
 
