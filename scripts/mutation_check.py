@@ -64,13 +64,17 @@ BUGS = [
     PlantedBug("length-keeps-shortest", "`length` keeps the shortest responses",
                "selected=top_k_mask(self.scores_, k)", "selected=top_k_mask(-self.scores_, k)",
                (P + "test_length_keeps_the_longest",)),
-    # --- readers and keys ---
+    # --- readers, keys and the CLI ---
     PlantedBug("reader-keys-unsorted", "keys of records without floats depend on the order of their fields",
                "orjson.dumps(record, option=orjson.OPT_SORT_KEYS)", "orjson.dumps(record)",
                (P + "test_reader_keys_ignore_field_order",)),
     PlantedBug("task-field-ignored", "`--task-field` has no effect: tasks come from the image directory",
-               "value = record.get(task_field)", "value = None",
+               "value = record.get(self.task_field)", "value = None",
                (P + "test_task_field_on_run",)),
+    PlantedBug("select-scores-ignored", "`select --scores FILE` selects without the scores (mmSSR: missing features)",
+               "task_field=task_field, scores=scores, allow_missing_scores=allow_missing_scores, dedup=dedup,",
+               "task_field=task_field, scores=None, allow_missing_scores=allow_missing_scores, dedup=dedup,",
+               (P + "test_select_scores_flag",)),
     # --- budgets ---
     PlantedBug("apportion-smallest-remainder", "budgets split over tasks/clusters give the extra samples to the wrong parts",
                "order = sorted(range(n), key=lambda t: (-frac[t], t))", "order = sorted(range(n), key=lambda t: (frac[t], t))",
