@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmselect.data import read_dataset
+from mmselect.data.records import Sample, Turn
 from mmselect.errors import ConfigError
 from mmselect.features.encode import encode, load_image
 from mmselect.features.extract import extract_features
@@ -211,3 +212,24 @@ def test_layer_option_reads_another_layer(samples, tiny_llava, tmp_path):
 def test_bad_options(params):
     with pytest.raises(ConfigError, match="scalselect"):
         make_features(["scalselect"], {"scalselect": params})
+
+
+def test_rendered_answer_content_and_user_text(samples, tiny_qwen):
+    from mmselect.models.templates import TEMPLATES, ProcessorChatTemplate
+
+    multi = samples[2]
+    answers = [t.text.strip() for t in multi.turns if t.role == "assistant"]
+    questions = [t.text.replace("<image>", "").strip() for t in multi.turns if t.role == "user"]
+    assert len(answers) == 3
+    for template in (TEMPLATES["vicuna_v1"], TEMPLATES["qwen2_vl"], TEMPLATES["chatml_image"],
+                     ProcessorChatTemplate(tiny_qwen.processor)):
+        rendered = template.render([multi])
+        assert [rendered.text[s:e] for s, e in rendered.content_spans] == answers, template.name
+        assert [rendered.text[s:e] for s, e in rendered.user_spans] == questions, template.name
+    # Qwen2-VL keeps images in place: the words between them are the user text, each piece stripped
+    two = Sample(position=0, key="two", record={}, images=["a.png", "b.png"], task="t",
+                 turns=[Turn("user", "Left <image> versus right <image>: which?"), Turn("assistant", " The left one. ")])
+    for template in (TEMPLATES["qwen2_vl"], ProcessorChatTemplate(tiny_qwen.processor)):
+        rendered = template.render([two])
+        assert [rendered.text[s:e] for s, e in rendered.user_spans] == ["Left", "versus right", ": which?"]
+        assert [rendered.text[s:e] for s, e in rendered.content_spans] == ["The left one."]
