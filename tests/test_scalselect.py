@@ -276,3 +276,21 @@ def test_declares_the_scalselect_feature():
         method.select(bare, 2)
     with pytest.raises(Exception, match="energy"):
         get_method("scalselect", energy=0.0)
+
+
+def test_selects_from_extracted_features(mini_data, mini_images, tiny_llava, tmp_path):
+    from mmselect.data import read_dataset
+    from mmselect.features.extract import extract_features
+
+    samples = read_dataset(mini_data, image_root=mini_images).samples
+    features, rejected = extract_features(samples, tiny_llava, ["scalselect"], cache_dir=tmp_path, progress=False)
+    assert rejected == []
+    text_only = features.column("scalselect_vision_tokens") == 0
+    assert 0 < text_only.sum() < features.n
+    result = get_method("scalselect").select(features, 0.5)
+    candidates = features.array("scalselect_embed")[~text_only]
+    reference, k = _reference(candidates)
+    assert result.info["scalselect_k"] == k
+    np.testing.assert_allclose(result.scores[~text_only], reference, atol=1e-8)
+    assert np.isnan(result.scores[text_only]).all() and not result.selected[text_only].any()
+    assert result.n_selected == int(0.5 * features.n)
