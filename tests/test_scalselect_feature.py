@@ -233,3 +233,20 @@ def test_rendered_answer_content_and_user_text(samples, tiny_qwen):
         rendered = template.render([two])
         assert [rendered.text[s:e] for s, e in rendered.user_spans] == ["Left", "versus right", ": which?"]
         assert [rendered.text[s:e] for s, e in rendered.content_spans] == ["The left one."]
+
+
+def test_same_under_eager_attention(samples, tiny_qwen, tmp_path):
+    """The wrapper runs the model's own implementation after it: eager as well as sdpa."""
+    from mmselect.models.registry import load_model
+
+    eager = load_model("tiny-qwen2-vl", device=str(tiny_qwen.device), attn_implementation="eager")
+    assert decoder_layers(eager.model)[0].self_attn.config._attn_implementation == "eager"
+    runs = [extract_features(samples, bundle, ["scalselect", "last_token"], cache_dir=tmp_path / str(i), batch_size=5,
+                             progress=False)[0] for i, bundle in enumerate((tiny_qwen, eager))]
+    for name in ("scalselect_embed", "last_token"):
+        np.testing.assert_allclose(runs[0].array(name), runs[1].array(name), rtol=1e-4, atol=1e-5)
+    assert runs[0].column("scalselect_kept_tokens").tolist() == runs[1].column("scalselect_kept_tokens").tolist()
+    # the wrapped layer's output is the model's own: the last layer reads the same without the feature
+    plain, _ = extract_features(samples, tiny_qwen, ["last_token"], cache_dir=tmp_path / "plain", batch_size=5,
+                                progress=False)
+    np.testing.assert_array_equal(plain.array("last_token"), runs[0].array("last_token"))
