@@ -188,9 +188,9 @@ def _odd_records():
     for i, length in enumerate((1, 21, 41, 11, 31, 51)):
         answer = "x" * length
         chunks.append(
-            "{  \"id\" :\"r%d\",\t\"weight\": 1.50,\"source\" : \"s%d\" ,\n"
-            "     \"conversations\": [ {\"from\":\"human\", \"value\": \"caf\\u00e9 %d?\"},\n"
-            "       {\"value\": \"%s\", \"from\" : \"gpt\"} ] }" % (i, i % 2, i, answer)
+            f'{{  "id" :"r{i}",\t"weight": 1.50,"source" : "s{i % 2}" ,\n'
+            f'     "conversations": [ {{"from":"human", "value": "caf\\u00e9 {i}?"}},\n'
+            f'       {{"value": "{answer}", "from" : "gpt"}} ] }}'
         )
     return chunks
 

@@ -21,8 +21,8 @@ from mmselect.features import mmssr_scoring
 from mmselect.features.encode import encode, load_image
 from mmselect.features.extract import extract_features
 from mmselect.features.hooks import decoder_layers
-from mmselect.features.store import FeatureSet
 from mmselect.features.reducers import coincide_layers
+from mmselect.features.store import FeatureSet
 from mmselect.models.tiny import build_tiny_model
 
 runner = CliRunner()
@@ -153,7 +153,7 @@ def test_shard_killed_before_its_marker_is_recomputed(samples, tiny_llava, tmp_p
                                 progress=False)
     cache = tmp_path / "cache"
     extract_features(samples, tiny_llava, ["answer_nll"], cache_dir=cache, shard_size=2, progress=False)
-    marker = sorted(cache.glob("*/*.done"))[0]
+    marker = min(cache.glob("*/*.done"))
     name = marker.name[: -len(".done")]
     # The run died after the shard's data was written but before its marker: here the data files
     # hold values the finished computation would not give (a half-written payload).
