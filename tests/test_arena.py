@@ -20,7 +20,7 @@ from mmselect.errors import ConfigError
 
 SMALL_WORLD = dict(pool_size=300, stage1_size=140, test_per_task=12, wrong_answer_rate=0.3, duplicate_rate=0.1,
                    near_duplicate_rate=0.1, mismatch_rate=0.05, trivial_rate=0.05)
-SMALL_TRAINING = dict(stage1_steps=60, steps=30, batch_size=16, extract_batch_size=32, lr=2e-3, threads=1)
+SMALL_TRAINING = dict(stage1_steps=60, stage1_batch_size=16, steps=30, batch_size=16, extract_batch_size=32, lr=2e-3, threads=1)
 
 
 def test_world_is_byte_identical_from_its_seed_and_has_the_configured_rates(tmp_path):
@@ -198,3 +198,33 @@ def test_resume_redoes_only_missing_runs_and_ends_identical(small_arena, tmp_pat
     assert accuracies(again) == accuracies(summary)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]  # noqa: E731
     assert strip(again["conditions"]) == strip(summary["conditions"])
+
+
+def test_the_duplicate_guard_is_a_condition_of_its_own_beside_the_default(small_arena, tmp_path):
+    from mmselect.arena import run_arena
+
+    out, config, summary = small_arena
+    copy = tmp_path / "arena"
+    shutil.copytree(out, copy)
+    markers = {p: p.stat().st_mtime_ns for p in copy.glob("runs/**/done.json")}
+    unguarded = run_arena(copy, config=config, methods=["perplexity", "length"], budgets=["0.2"], seeds=1, progress=False,
+                          dedup="none")
+    # full data and the references do not select: reused; random and the method select again without the guard
+    assert all(p.stat().st_mtime_ns == t for p, t in markers.items())
+    for method in ("random", "perplexity", "length"):
+        manifest = json.loads((copy / "runs" / method / "b0.2-dedup-none" / "s0" / "selection" / "manifest.json").read_text())
+        assert manifest["dedup"]["mode"] == "none" and manifest["counts"]["duplicates"] == 0
+    assert json.loads((copy / "results-dedup-none.json").read_text())["dedup"] == "none"
+    assert "duplicate guard (random and the methods): `none`" in (copy / "results-dedup-none.md").read_text()
+    assert json.loads((copy / "results.json").read_text())["dedup"] == "exact"  # the default's results stay
+    # under the default guard no two selected records have the same content (the key's hash part)
+    guarded = json.loads((copy / "runs" / "random" / "b0.2" / "s0" / "selection" / "manifest.json").read_text())
+    assert guarded["counts"]["duplicates"] > 0
+    for method in ("random", "perplexity", "length"):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(copy / "runs" / method / "b0.2" / "s0" / "selection" / "selection.parquet").to_pydict()
+        hashes = [key.rsplit("-", 1)[-1] for key, chosen in zip(table["key"], table["selected"]) if chosen]
+        assert len(hashes) == len(set(hashes))
+    assert {r["condition"] for r in unguarded["conditions"]} == {"full", "full-clean-world", "random", "perplexity", "length",
+                                                             "oracle", "anti-oracle"}

@@ -152,6 +152,9 @@ def arena(
     budgets: str = typer.Option("0.2", "--budgets", help="Comma-separated budgets, e.g. 0.1,0.2."),
     seeds: int = typer.Option(1, "--seeds", help="Seeds 0..N-1 for every condition."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bigger worlds)."),
+    dedup: str = typer.Option("exact", "--dedup", help="Duplicate guard of random's and the methods' selections "
+                              "(none, exact, near). Another guard than exact writes results-dedup-<mode>.{json,md} "
+                              "beside results.{json,md}, reusing the world, reference model, features and references."),
 ):
     """Train a small LLaVA on every method's selection of a world with known pathologies; write results.{json,md}."""
     from .arena import run_arena
@@ -159,7 +162,9 @@ def arena(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         summary = run_arena(out, config=config, methods=_split(methods) if methods else None,
-                            budgets=_split(budgets), seeds=seeds, device=device)
+                            budgets=_split(budgets), seeds=seeds, device=device, dedup=dedup)
     except MMSelectError as err:
         _fail(err)
-    console.print(f"[green]arena[/] {summary['runs_done']} runs -> {out / 'results.md'}")
+    from .arena.results import results_stem
+
+    console.print(f"[green]arena[/] {summary['runs_done']} runs -> {out / (results_stem(dedup) + '.md')}")

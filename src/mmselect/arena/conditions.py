@@ -23,6 +23,8 @@ RANDOM = "random"
 ORACLE = "oracle"
 ANTI_ORACLE = "anti-oracle"
 REFERENCES = (ORACLE, ANTI_ORACLE)
+#: ``select``'s default duplicate guard; runs under another guard get their own directories.
+DEFAULT_DEDUP = "exact"
 # Methods the arena cannot run as published, with the stand-in it uses or the reason it skips them.
 STAND_INS = {
     "mmssr": (
@@ -50,26 +52,34 @@ class Run:
     condition: str
     budget: str | None  # None: full data
     seed: int
+    #: the duplicate guard of ``select`` (None: a condition that does not go through ``select``)
+    dedup: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.condition} budget={self.budget or 'all'} seed={self.seed}"
+        guard = f" dedup={self.dedup}" if self.dedup not in (None, DEFAULT_DEDUP) else ""
+        return f"{self.condition} budget={self.budget or 'all'}{guard} seed={self.seed}"
 
     def directory(self, out: Path) -> Path:
-        return out / "runs" / self.condition / (f"b{self.budget}" if self.budget else "all") / f"s{self.seed}"
+        budget = f"b{self.budget}" if self.budget else "all"
+        if self.dedup not in (None, DEFAULT_DEDUP):
+            budget += f"-dedup-{self.dedup}"
+        return out / "runs" / self.condition / budget / f"s{self.seed}"
 
 
-def plan_runs(methods: Sequence[str], budgets: Sequence[str], seeds: Sequence[int]) -> list[Run]:
+def plan_runs(methods: Sequence[str], budgets: Sequence[str], seeds: Sequence[int], dedup: str = DEFAULT_DEDUP) -> list[Run]:
     """The first seed's runs, then for every further seed full data, random and the two references
-    (they calibrate the arena and its seed spread) before the methods."""
+    (they calibrate the arena and its seed spread) before the methods. Random and the methods select
+    through ``select`` with the duplicate guard ``dedup``; the other conditions do not depend on it."""
     runs = []
     for seed in seeds:
         runs += [Run(FULL, None, seed), Run(FULL_CLEAN, None, seed)]
-        runs += [Run(condition, budget, seed) for budget in budgets for condition in (RANDOM, *REFERENCES)]
+        runs += [Run(RANDOM, budget, seed, dedup) for budget in budgets]
+        runs += [Run(condition, budget, seed) for budget in budgets for condition in REFERENCES]
         if seed == seeds[0]:
-            runs += [Run(method, budget, seed) for budget in budgets for method in methods]
+            runs += [Run(method, budget, seed, dedup) for budget in budgets for method in methods]
     for seed in seeds[1:]:
-        runs += [Run(method, budget, seed) for budget in budgets for method in methods]
+        runs += [Run(method, budget, seed, dedup) for budget in budgets for method in methods]
     return runs
 
 

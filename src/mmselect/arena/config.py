@@ -32,7 +32,7 @@ class WorldConfig:
 
     seed: int = 0
     pool_size: int = 6000
-    stage1_size: int = 2100
+    stage1_size: int = 6000
     test_per_task: int = 100
     task_weights: dict[str, float] = field(
         default_factory=lambda: {"color": 4.0, "shape": 1.0, "count": 1.0, "position": 1.0, "caption": 1.0,
@@ -71,13 +71,15 @@ class WorldConfig:
 class TrainingConfig:
     """The reference model and the fine-tuning protocol.
 
-    ``stage1_steps``: from-scratch training of the reference model on the clean stage-1 set.
+    ``stage1_steps``, ``stage1_batch_size``: from-scratch training of the reference model on the clean
+    stage-1 set (once per world; its strength sets how much a subset's quality can show).
     ``steps``: fine-tuning steps from the stage-1 checkpoint for every condition (compute-matched);
     ``epochs`` > 0 switches to epoch-matched runs (steps = epochs x subset size / batch size).
     Schedule: warmup-stable-decay (``warmup`` and ``decay`` are shares of the steps).
     """
 
-    stage1_steps: int = 1000
+    stage1_steps: int = 2500
+    stage1_batch_size: int = 64
     stage1_lr: float = 2e-3
     steps: int = 150
     epochs: float = 0.0
@@ -93,8 +95,8 @@ class TrainingConfig:
     extract_batch_size: int = 64
 
     def validate(self) -> None:
-        if self.steps < 1 or self.stage1_steps < 1 or self.batch_size < 1:
-            raise ConfigError("training: steps, stage1_steps and batch_size must be >= 1")
+        if min(self.steps, self.stage1_steps, self.batch_size, self.stage1_batch_size) < 1:
+            raise ConfigError("training: steps, stage1_steps, batch_size and stage1_batch_size must be >= 1")
         if self.epochs < 0:
             raise ConfigError("training.epochs must be >= 0 (0: compute-matched fixed steps)")
         if not (0 <= self.warmup < 1 and 0 <= self.decay <= 1 and self.warmup + self.decay <= 1):

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .conditions import DEFAULT_DEDUP
 from .config import PATHOLOGIES, TASKS, ArenaConfig
 
 CATEGORIES = ("clean", *PATHOLOGIES)
@@ -110,6 +111,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
         *([] if summary.get("complete", True) else
           [f"**Partial: {summary['runs_done']} of {summary['runs_planned']} runs done.**", ""]),
         f"Seeds: {', '.join(map(str, seeds))}; budgets: {', '.join(summary['budgets'])}; "
+        f"duplicate guard (random and the methods): `{summary.get('dedup', DEFAULT_DEDUP)}`; "
         f"steps per run: {summary['config']['training']['steps'] if not summary['config']['training']['epochs'] else 'epoch-matched'}; "
         f"reference model: {summary['reference']['parameters']:,} parameters, stage-1 test macro mean "
         f"{summary['reference']['accuracy']['macro_mean']:.3f}.",
@@ -184,7 +186,10 @@ def write_results(
     versions: dict[str, str],
     complete: bool = True,
     planned: int | None = None,
+    dedup: str = DEFAULT_DEDUP,
 ) -> dict[str, Any]:
+    """Write ``results.json`` and ``results.md`` (``results-dedup-<mode>.*`` for a duplicate guard other
+    than ``select``'s default, so both can sit in one arena directory); returns the summary."""
     out = Path(out)
     sidecar = json.loads((out / "world" / "pathologies.json").read_text())
     pool_counts = sidecar["counts"]
@@ -200,6 +205,7 @@ def write_results(
         "methods": list(methods),
         "budgets": list(budgets),
         "seeds": list(seeds),
+        "dedup": dedup,
         "pool_pathologies": pool_counts,
         "reference": {k: reference[k] for k in ("parameters", "stage1_records", "train", "accuracy")},
         "features": {k: features[k] for k in ("extracted", "seconds", "columns")},
@@ -210,8 +216,14 @@ def write_results(
         "runs": runs,
         "versions": versions,
     }
-    tmp = out / "results.json.tmp"
+    stem = results_stem(dedup)
+    tmp = out / f"{stem}.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, out / "results.json")
-    (out / "results.md").write_text(render_markdown(summary))
+    os.replace(tmp, out / f"{stem}.json")
+    (out / f"{stem}.md").write_text(render_markdown(summary))
     return summary
+
+
+def results_stem(dedup: str = DEFAULT_DEDUP) -> str:
+    """``results`` under select's default duplicate guard, ``results-dedup-<mode>`` otherwise."""
+    return "results" if dedup == DEFAULT_DEDUP else f"results-dedup-{dedup}"

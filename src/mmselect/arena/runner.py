@@ -22,12 +22,14 @@ import torch
 from .. import pipeline
 from ..budget import Budget
 from ..data.readers import read_dataset
+from ..dedup import DEDUP_MODES
 from ..errors import ConfigError
 from ..export import library_versions
 from ..methods import list_methods, method_class
 from . import model as M
 from .config import PATHOLOGIES, ArenaConfig, load_config
 from .conditions import (
+    DEFAULT_DEDUP,
     FULL,
     FULL_CLEAN,
     RANDOM,
@@ -132,7 +134,7 @@ class Arena:
         marker = self.reference_dir / "done.json"
         training = self.config.training
         spec = {"world": self.config.digest("world"), "stage1_steps": training.stage1_steps, "stage1_lr": training.stage1_lr,
-                "batch_size": training.batch_size, "vision_hidden": training.vision_hidden,
+                "batch_size": training.stage1_batch_size, "vision_hidden": training.vision_hidden,
                 "text_hidden": training.text_hidden, "text_layers": training.text_layers,
                 "warmup": training.warmup, "decay": training.decay, "weight_decay": training.weight_decay}
         if marker.is_file():
@@ -147,7 +149,7 @@ class Arena:
         keys, table = self.encoded("stage1")
         data = [table[_content_hash(k)] for k in keys]
         lines: list[str] = []
-        stats = M.train(model, data, steps=training.stage1_steps, lr=training.stage1_lr, batch_size=training.batch_size,
+        stats = M.train(model, data, steps=training.stage1_steps, lr=training.stage1_lr, batch_size=training.stage1_batch_size,
                         seed=0, warmup=training.warmup, decay=training.decay, weight_decay=training.weight_decay,
                         pad_id=tokenizer.pad_token_id, device=self.device, log=lambda m: (lines.append(m), log(f"stage-1 {m}") if len(lines) % 4 == 0 else None))
         model.to("cpu")
@@ -218,7 +220,7 @@ class Arena:
         scores = self.mmssr_scores_path if run.condition == "mmssr" else None
         result = pipeline.select(
             self.features_dir, method=run.condition, budget=run.budget, out=selection, params=params,
-            data=self.world.data("pool"), image_root=self.world.image_root, scores=scores,
+            data=self.world.data("pool"), image_root=self.world.image_root, scores=scores, dedup=run.dedup,
         )
         manifest = json.loads((selection / "manifest.json").read_text())
         return selection / manifest["outputs"]["subset"], {"params": manifest["params"], "n_selected": result.n_selected}
@@ -271,7 +273,7 @@ class Arena:
         accuracy = self.evaluate(model)
         (directory / "train.log").write_text("\n".join(lines) + "\n")
         result = {
-            "condition": run.condition, "budget": run.budget, "seed": run.seed, "subset": str(subset.relative_to(self.out)),
+            "condition": run.condition, "budget": run.budget, "seed": run.seed, "dedup": run.dedup, "subset": str(subset.relative_to(self.out)),
             "n_train": len(data), "steps": steps, "accuracy": accuracy, "composition": composition,
             "selection": info, "train": {k: round(v, 4) for k, v in stats.items()},
             "seconds": {"select": round(select_seconds, 2), "train": round(stats["seconds"], 2),
@@ -291,12 +293,16 @@ def run_arena(
     seeds: int | Sequence[int] = 1,
     device: str = "cpu",
     progress: bool = True,
+    dedup: str = DEFAULT_DEDUP,
 ) -> dict[str, Any]:
     """Run the arena into ``out`` (resuming what is done) and write ``results.json`` / ``results.md``.
 
     ``methods``: registered method names (default: all but ``random``, which always runs);
     ``budgets``: fractions or counts as ``select --budget`` takes them; ``seeds``: a count (0..n-1)
-    or the seeds themselves.
+    or the seeds themselves; ``dedup``: the duplicate guard of random's and the methods' selections
+    (``select``'s own default: ``exact``); another guard writes ``results-dedup-<mode>.*`` and runs in
+    its own run directories, reusing the world, the reference model, the features and the conditions
+    that do not select (full data, the references).
     """
     from .results import write_results
 
@@ -321,7 +327,9 @@ def run_arena(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     arena = Arena(out, config, device=device, progress=progress)
-    runs = plan_runs(runnable, budgets, seed_list)
+    if dedup not in DEDUP_MODES:
+        raise ConfigError(f"dedup must be one of {', '.join(DEDUP_MODES)}, got {dedup!r}")
+    runs = plan_runs(runnable, budgets, seed_list, dedup)
     bar = Progress(len(runs), progress)
     try:
         bar.log("world")
@@ -337,7 +345,7 @@ def run_arena(
                 out, config=config, runs=results, reference=reference, features=features, methods=methods,
                 budgets=budgets, seeds=seed_list, skipped={m: SKIPPED[m] for m in methods if m in SKIPPED},
                 stand_ins={m: STAND_INS[m] for m in runnable if m in STAND_INS}, versions=library_versions(),
-                complete=complete, planned=len(runs),
+                complete=complete, planned=len(runs), dedup=dedup,
             )
 
         for run in runs:
