@@ -294,3 +294,13 @@ def test_selects_from_extracted_features(mini_data, mini_images, tiny_llava, tmp
     np.testing.assert_allclose(result.scores[~text_only], reference, atol=1e-8)
     assert np.isnan(result.scores[text_only]).all() and not result.selected[text_only].any()
     assert result.n_selected == int(0.5 * features.n)
+
+
+def test_auto_gram_precision_is_float64_on_small_pools_and_float32_at_llava_scale():
+    from mmselect.methods.scalselect import resolve_gram_dtype
+
+    assert resolve_gram_dtype("auto", 600, 64) == "float64"  # the parity fixture: float64 products
+    assert resolve_gram_dtype("auto", 665_298, 1024) == "float64"  # 7.0e11 multiply-adds
+    assert resolve_gram_dtype("auto", 665_298, 4096) == "float32"  # 1.1e13
+    assert resolve_gram_dtype("float64", 665_298, 4096) == "float64"  # an explicit choice stays
+    assert resolve_gram_dtype("float32", 10, 4) == "float32"
