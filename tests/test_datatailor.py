@@ -27,6 +27,7 @@ from mmselect.methods.datatailor import (
     ward_labels_approx,
     ward_labels_exact,
 )
+from mmselect.methods.datatailor.clustering import weighted_ward_linkage
 
 FIXTURE = Path(__file__).parent / "fixtures" / "datatailor_official" / "case1"
 
@@ -467,3 +468,98 @@ def test_one_fit_serves_every_budget(monkeypatch):
         assert json.dumps(swept.info) == json.dumps(fresh.info)
     assert len(calls) == 3 + 4 * 3  # the sweep itself clustered nothing
     assert fitted.select_budget(0.1).n_selected == int(0.1 * 620)
+
+
+# ----------------------------------------------------------------------------------------------
+# weighted Ward and the micro-cluster count of the approximate route
+# ----------------------------------------------------------------------------------------------
+def hierarchical_blobs(rng, n, dim):
+    """Groups -> sub-blobs -> points plus 1 % broad outliers (the scale benchmark's shape)."""
+    groups = rng.standard_normal((12, dim))
+    subs = groups[rng.integers(0, 12, 60)] + rng.standard_normal((60, dim)) * rng.uniform(0.15, 0.45, (60, 1))
+    member = rng.integers(0, 60, n)
+    x = subs[member] + rng.standard_normal((n, dim)) * rng.uniform(0.04, 0.2, 60)[member, None]
+    outliers = rng.random(n) < 0.01
+    x[outliers] = rng.standard_normal((int(outliers.sum()), dim)) * 1.5
+    return x.astype(np.float32)
+
+
+def test_weighted_ward_with_unit_weights_is_scipy_ward():
+    x = np.random.default_rng(11).standard_normal((300, 7))
+    z = weighted_ward_linkage(x, np.ones(300), block_rows=64)  # several blocks: the mirrored triangle
+    reference = linkage(x, method="ward")
+    np.testing.assert_array_equal(z[:, [0, 1, 3]], reference[:, [0, 1, 3]])
+    np.testing.assert_allclose(z[:, 2], reference[:, 2], rtol=1e-12)
+
+
+def test_weighted_ward_equals_ward_on_repeated_points():
+    rng = np.random.default_rng(12)
+    points = rng.standard_normal((120, 5))
+    weights = rng.integers(1, 6, 120)
+    z = weighted_ward_linkage(points, weights, block_rows=50)
+    repeated = linkage(np.repeat(points, weights, axis=0), method="ward")
+    # The copies merge first at height 0; the remaining merges are those of the weighted tree.
+    np.testing.assert_allclose(z[:, 2], repeated[-119:, 2], rtol=1e-10)
+    first_copy = np.concatenate([[0], np.cumsum(weights)[:-1]])
+    for height in (0.5, 1.0, 2.0, 4.0):
+        ours = fcluster(z, height, criterion="distance")
+        theirs = fcluster(repeated, height, criterion="distance")[first_copy]
+        assert adjusted_rand_score(ours, theirs) == 1.0
+    # Unequal weights matter: the same points with unit weights give another tree.
+    assert not np.allclose(weighted_ward_linkage(points, np.ones(120))[:, 2], z[:, 2])
+
+
+@pytest.mark.parametrize(
+    ("n", "exact_ward_max", "per_micro", "expected"),
+    [
+        (86417, 10000, 5.0, 17284),  # ceil(86,417 / 5)
+        (30000, 10000, 5.0, 10000),  # never below exact_ward_max: no cost drop at the switch
+        (10001, 10000, 5.0, 10000),
+        (2000, 0, 5.0, 400),
+        (2001, 0, 2.0, 1001),
+        (300, 1000, 5.0, 300),  # never more than the samples
+    ],
+)
+def test_auto_micro_clusters(n, exact_ward_max, per_micro, expected):
+    method = DataTailor(exact_ward_max=exact_ward_max, approx_samples_per_micro=per_micro)
+    assert method.micro_clusters_for(n) == expected
+    assert DataTailor(approx_micro_clusters=123).micro_clusters_for(n) == 123  # integers are kept
+
+
+def test_default_approximate_route_agrees_with_exact_ward():
+    """Approximate route forced on 2,000-sample tasks (exact_ward_max=0): ceil(n / 5) = 400
+    micro-clusters with exact weights select nearly what exact Ward selects; 20 samples per
+    micro-cluster (the earlier full-scale regime) select visibly less alike."""
+    agreement = {5.0: [], 20.0: []}
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        n = 2000
+        features = FeatureSet.from_arrays(
+            columns={"sve": rng.uniform(3, 7, n), "sv_top_ratio": np.full(n, 0.1), "rounds": rng.integers(1, 3, n)},
+            arrays={"last_token": hierarchical_blobs(rng, n, 16)},
+        )
+        exact = DataTailor(uniqueness_max_refs=10**9).select(features, 0.2)
+        assert exact.info["ward_routes"] == {"all": "exact"}
+        for per_micro, found in agreement.items():
+            approx = DataTailor(exact_ward_max=0, approx_samples_per_micro=per_micro,
+                                uniqueness_max_refs=10**9).select(features, 0.2)
+            task = approx.info["tasks"][0]
+            assert task["route"] == "approximate" and task["weight_error_mean"] == 0.0
+            assert 0.95 * n / per_micro <= task["micro_clusters"] <= n / per_micro
+            found.append((exact.selected & approx.selected).sum() / (exact.selected | approx.selected).sum())
+    assert min(agreement[5.0]) >= 0.9 and np.mean(agreement[5.0]) >= 0.95
+    assert np.mean(agreement[20.0]) < np.mean(agreement[5.0]) - 0.05
+
+
+def test_integer_ward_points_still_round_the_weights():
+    rng = np.random.default_rng(13)
+    x = hierarchical_blobs(rng, 1500, 8)
+    labels, info = ward_labels_approx(x, micro_clusters=300, ward_points=600, dim=None, seed=0)
+    assert info["micro_clusters"] == 300 and 300 <= info["ward_points"] <= 600
+    assert info["weight_scale"] > 1 and info["weight_error_mean"] > 0
+    exact_weights, exact_info = ward_labels_approx(x, micro_clusters=300, dim=None, seed=0)
+    assert exact_info["weight_scale"] == 1.0 and exact_info["ward_points"] == 1500
+    assert adjusted_rand_score(labels, exact_weights) > 0.8  # same micro-clusters, rounded weights
+    with pytest.raises(ConfigError, match="approx_ward_points"):
+        DataTailor(approx_micro_clusters=100, approx_ward_points=50).feature_needs()
+    DataTailor(approx_ward_points=50).feature_needs()  # with "auto" micro-clusters: at least one copy each

@@ -76,7 +76,7 @@ def ward_labels_approx(
     space: str = "height",
     *,
     micro_clusters: int = 4096,
-    ward_points: int = 16384,
+    ward_points: int | None = None,
     dim: int | None = 128,
     backend: str = "auto",
     seed: int = 0,
@@ -88,15 +88,16 @@ def ward_labels_approx(
        in a ``dim``-dimensional PCA projection (fitted on a 10,000-row sample); 10 iterations,
        fitted on at most 8 rows per micro-cluster, then every row is assigned to its nearest centroid.
     2. Each micro-cluster's centroid is the exact mean of its members' full features.
-    3. Weighted Ward on the centroids. No library takes weights, so each centroid is repeated
-       ``r_c = max(1, round(w_c / s))`` times, with the smallest unit ``s`` that keeps the total
-       within ``ward_points`` points. Ward merges the copies first at height 0; from there on it runs
-       exactly as Ward started from the micro-clusters with weights ``s r_c ~ w_c`` (all heights
-       scaled by ``1/sqrt(s)``, which the relative cut ignores).
+    3. Ward on the centroids, each weighted by its size (:func:`weighted_ward_linkage`): exactly
+       Ward started from the micro-clusters instead of from single samples.
+       ``ward_points`` (an integer) instead rounds the weights to ``s r_c`` with
+       ``r_c = max(1, round(w_c / s))`` and the smallest unit ``s`` that keeps ``sum r_c`` within
+       ``ward_points``: the same tree as plain Ward on ``r_c`` copies of every centroid, which is
+       how earlier versions computed it. Heights scale by ``sqrt(s)``, which the relative cut ignores.
     4. The dendrogram is cut like the exact one and each sample takes its micro-cluster's label.
 
-    The approximation: samples of one micro-cluster always share a cluster, and weights are
-    rounded to multiples of ``s``.
+    The approximation: samples of one micro-cluster always share a cluster (and, with an integer
+    ``ward_points``, weights are rounded to multiples of ``s``).
     """
     n, d = x.shape
     m = int(min(micro_clusters, n))
@@ -114,36 +115,28 @@ def ward_labels_approx(
     _, assign = np.unique(assign, return_inverse=True)
     weights = np.bincount(assign).astype(np.float64)
     sums = _group_sums(x, assign, len(weights), block_rows)
-    scale = _replica_scale(weights, ward_points)
     m = len(weights)
+    if ward_points is None:  # exact weights
+        scale, ward_weights = 1.0, weights
+    else:
+        scale = _replica_scale(weights, int(ward_points))
+        ward_weights = np.maximum(1, np.rint(weights / scale))
     centroids = sums / weights[:, None]
     del sums
-    reps = np.maximum(1, np.rint(weights / scale)).astype(np.int64)
     if m == 1:
         return np.zeros(n, dtype=np.int64), {
             "micro_clusters": 1, "ward_points": 1, "weight_scale": float(scale),
             "weight_error_mean": 0.0, "kmeans_backend": used_backend, "pca_dim": dim,
             "root_height": 0.0, "threshold": 0.0,
         }
-    # Distances between distinct centroids, then the condensed matrix of the repeated points.
-    cdist = _square_distances(centroids)
-    point_of = np.repeat(np.arange(m), reps)
-    total = len(point_of)
-    condensed = np.empty(total * (total - 1) // 2, dtype=np.float64)
-    for i in range(total):
-        start = i * total - i * (i + 1) // 2
-        condensed[start : start + total - i - 1] = cdist[point_of[i], point_of[i + 1 :]]
-    del cdist
-    z = _linkage_ward(condensed)
-    del condensed
-    point_labels, root, threshold = _cut(z, lam, space)
-    first_point = np.concatenate([[0], np.cumsum(reps)[:-1]])
-    micro_labels = point_labels[first_point]
+    z = weighted_ward_linkage(centroids, ward_weights, block_rows=block_rows)
+    del centroids
+    micro_labels, root, threshold = _cut(z, lam, space)
     _, micro_labels = np.unique(micro_labels, return_inverse=True)
-    error = np.abs(reps * scale - weights) / weights
+    error = np.abs(ward_weights * scale - weights) / weights
     return micro_labels[assign].astype(np.int64), {
         "micro_clusters": int(m),
-        "ward_points": int(total),
+        "ward_points": int(ward_weights.sum()),
         "weight_scale": float(scale),
         "weight_error_mean": float(np.average(error, weights=weights)),
         "kmeans_backend": used_backend,
@@ -151,6 +144,111 @@ def ward_labels_approx(
         "root_height": root,
         "threshold": threshold,
     }
+
+
+def weighted_ward_linkage(points: np.ndarray, weights: np.ndarray, block_rows: int = 2048) -> np.ndarray:
+    """Ward linkage of ``points`` that start as clusters of the given (positive) ``weights``.
+
+    The same tree as plain Ward on ``points[i]`` repeated ``weights[i]`` times (for integer
+    weights), without the copies: no library takes starting weights, so this runs the
+    nearest-neighbour chain on a dense ``m x m`` float64 matrix of squared Ward distances
+    ``2 w_a w_b / (w_a + w_b) ||p_a - p_b||^2``, updated by the Lance-Williams formula
+    ``d(k, a+b)^2 = ((w_k + w_a) d(k, a)^2 + (w_k + w_b) d(k, b)^2 - w_k d(a, b)^2) / (w_k + w_a + w_b)``.
+    With unit weights the heights are those of ``scipy``/``fastcluster`` Ward (Euclidean
+    distances between single points).
+
+    Returns a scipy linkage matrix (merges in order of height; column 3 counts the points).
+    Memory: the ``8 m^2``-byte matrix plus one row block; time: one ``m x m x d`` product and
+    ``O(m^2)`` vector work.
+    """
+    m = len(points)
+    w = np.asarray(weights, dtype=np.float64).copy()
+    d2 = _ward_matrix(np.asarray(points, dtype=np.float64), w, block_rows)
+    merges = np.empty((m - 1, 3), dtype=np.float64)
+    chain: list[int] = []
+    active = np.ones(m, dtype=bool)
+    for step in range(m - 1):
+        if not chain:
+            chain.append(int(np.argmax(active)))
+        while True:
+            a = chain[-1]
+            row = d2[a]
+            b = int(np.argmin(row))
+            # Prefer the previous link on a tie, so the chain cannot cycle.
+            if len(chain) > 1 and row[chain[-2]] <= row[b]:
+                b = chain[-2]
+                break
+            chain.append(b)
+            if len(chain) > m:  # pragma: no cover - impossible for a symmetric matrix
+                raise RuntimeError("nearest-neighbour chain did not close")
+        chain.pop()
+        chain.pop()
+        h2 = row[b]
+        wa, wb = w[a], w[b]
+        # Inactive and merged entries hold inf, which the update keeps at inf.
+        new = (w + wa) * d2[a]
+        new += (w + wb) * d2[b]
+        new -= w * h2
+        new /= w + (wa + wb)
+        keep, gone = min(a, b), max(a, b)
+        d2[keep, :] = new
+        d2[:, keep] = new
+        d2[gone, :] = np.inf
+        d2[:, gone] = np.inf
+        d2[keep, keep] = np.inf
+        w[keep], w[gone] = wa + wb, 0.0
+        active[gone] = False
+        merges[step] = (keep, gone, math.sqrt(max(h2, 0.0)))
+    return _linkage_matrix(merges, m)
+
+
+def _ward_matrix(points: np.ndarray, w: np.ndarray, block_rows: int) -> np.ndarray:
+    """Symmetric ``m x m`` squared Ward distances of weighted points (inf on the diagonal).
+
+    Only the upper triangle is multiplied (one row block at a time) and mirrored, so the
+    matrix is exactly symmetric, which the nearest-neighbour chain relies on."""
+    m = len(points)
+    pc = points - points.mean(axis=0)
+    sq = np.einsum("ij,ij->i", pc, pc)
+    d2 = np.empty((m, m), dtype=np.float64)
+    for a in range(0, m, block_rows):
+        b = min(m, a + block_rows)
+        block = squared_distances(pc[a:b], pc[a:], a_sq=sq[a:b], b_sq=sq[a:])
+        diagonal = block[:, : b - a]
+        diagonal += diagonal.T.copy()
+        diagonal *= 0.5
+        block *= 2.0 * w[a:b, None] * w[None, a:] / (w[a:b, None] + w[None, a:])
+        d2[a:b, a:] = block
+        d2[a:, a:b] = block.T
+    np.fill_diagonal(d2, np.inf)
+    return d2
+
+
+def _linkage_matrix(merges: np.ndarray, m: int) -> np.ndarray:
+    """Scipy linkage matrix from ``(slot, slot, height)`` merges found in any order.
+
+    A merge joins the clusters currently held by its two slots; sorted by height (stably) the
+    merges are relabelled as scipy numbers clusters: points ``0..m-1``, merge ``i`` is ``m + i``."""
+    order = np.argsort(merges[:, 2], kind="stable")
+    cluster_of = np.arange(m)  # scipy id of the cluster a slot's root holds
+    parent = np.arange(m)
+    size = np.ones(m, dtype=np.int64)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    z = np.empty((m - 1, 4), dtype=np.float64)
+    for step, index in enumerate(order):
+        ra, rb = root(int(merges[index, 0])), root(int(merges[index, 1]))
+        ia, ib = sorted((cluster_of[ra], cluster_of[rb]))
+        parent[rb] = ra
+        size[ra] += size[rb]
+        cluster_of[ra] = m + step
+        z[step] = (ia, ib, merges[index, 2], size[ra])
+    return z
 
 
 def _group_sums(x: np.ndarray, assign: np.ndarray, m: int, block_rows: int) -> np.ndarray:
@@ -188,13 +286,3 @@ def _replica_scale(weights: np.ndarray, budget: int) -> float:
         mid = (lo * hi) ** 0.5
         lo, hi = (lo, mid) if count(mid) <= budget else (mid, hi)
     return float(hi)
-
-
-def _square_distances(points: np.ndarray) -> np.ndarray:
-    """Full Euclidean distance matrix (float64) of a modest number of points."""
-    pc = points - points.mean(axis=0)
-    d2 = squared_distances(pc)
-    np.fill_diagonal(d2, 0.0)
-    return np.sqrt(d2, out=d2)
-
-

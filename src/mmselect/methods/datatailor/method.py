@@ -24,6 +24,7 @@ Per task ``t`` (a source dataset):
 from __future__ import annotations
 
 import logging
+import math
 import time
 import zlib
 from typing import Any, ClassVar
@@ -124,14 +125,21 @@ class DataTailor(SelectionMethod):
         ``"task_ratio"`` makes each task's budget proportional to its size (``xbar_t`` ignored).
         The three values are still computed and reported. At least one value must remain.
     exact_ward_max : int
-        Tasks with at most this many samples get exact Ward (fastcluster on float64 condensed
-        distances, O(n^2) memory). Larger tasks use :func:`ward_labels_approx` (interpretation,
-        an approximation needed for scale; its agreement is measured in the docs).
-    approx_micro_clusters : int
-        Number of k-means micro-clusters per task in the approximate route.
-    approx_ward_points : int
-        Size of the weighted Ward problem in the approximate route (micro-cluster centroids,
-        each repeated in proportion to its size).
+        Tasks with at most this many samples (10,000) get exact Ward (fastcluster on float64
+        condensed distances, O(n^2) memory). Larger tasks use :func:`ward_labels_approx`
+        (interpretation, an approximation needed for scale; its agreement is measured in the docs).
+    approx_micro_clusters : "auto" or int
+        Number of k-means micro-clusters per task in the approximate route. ``"auto"``: one per
+        ``approx_samples_per_micro`` samples, and never fewer than ``exact_ward_max``, so that a
+        task just above the switch still runs Ward on as many points as the largest exact task
+        (the cost does not drop at the switch) and its micro-clusters are nearly single samples.
+    approx_samples_per_micro : float
+        Target samples per micro-cluster of ``approx_micro_clusters="auto"`` (5: the ratio whose
+        selections agree with exact Ward at Jaccard >= 0.95 in the docs' measurements).
+    approx_ward_points : "auto" or int
+        ``"auto"``: Ward on the micro-cluster centroids with their exact sizes as weights. An
+        integer rounds the weights so that the equivalent problem with each centroid repeated in
+        proportion to its size has at most this many points (the earlier default was 16,384).
     approx_dim : int or None
         PCA dimension the k-means of the approximate route runs in (None: full dimension).
         Centroids, distances and all values are computed on the full features.
@@ -174,8 +182,14 @@ class DataTailor(SelectionMethod):
                                   "a list of distinct names from " + ", ".join(repr(a) for a in ABLATIONS))),
         "exact_ward_max": Param("tasks up to this size get exact Ward, larger ones the approximation",
                                 Interval(int, 0, None)),
-        "approx_micro_clusters": Param("k-means micro-clusters per task in the approximate Ward", Interval(int, 2, None)),
-        "approx_ward_points": Param("size of the weighted Ward problem in the approximate route", POSITIVE_INT),
+        "approx_micro_clusters": Param("k-means micro-clusters per task in the approximate Ward "
+                                       "('auto': n / approx_samples_per_micro, at least exact_ward_max)",
+                                       Choice("auto"), Interval(int, 2, None)),
+        "approx_samples_per_micro": Param("samples per micro-cluster of approx_micro_clusters='auto'",
+                                          Interval(float, 1, None)),
+        "approx_ward_points": Param("weighted Ward of the approximate route: exact weights ('auto') or "
+                                    "weights rounded to fit this many repeated points",
+                                    Choice("auto"), POSITIVE_INT),
         "approx_dim": Param("PCA dimension of the micro-clustering (None: full width)", POSITIVE_INT, NONE),
         "kmeans_backend": Param("k-means implementation of the approximate route", Choice("auto", "faiss", "sklearn")),
         "uniqueness_max_refs": Param("larger clusters sample this many reference members for the uniqueness",
@@ -197,9 +211,10 @@ class DataTailor(SelectionMethod):
         task_preset: str | None = None,
         singleton_uniqueness: str = "nan",
         ablate: tuple[str, ...] = (),
-        exact_ward_max: int = 20000,
-        approx_micro_clusters: int = 4096,
-        approx_ward_points: int = 16384,
+        exact_ward_max: int = 10000,
+        approx_micro_clusters: int | str = "auto",
+        approx_samples_per_micro: float = 5.0,
+        approx_ward_points: int | str = "auto",
         approx_dim: int | None = 128,
         kmeans_backend: str = "auto",
         uniqueness_max_refs: int = 2048,
@@ -218,6 +233,7 @@ class DataTailor(SelectionMethod):
         self.ablate = ablate
         self.exact_ward_max = exact_ward_max
         self.approx_micro_clusters = approx_micro_clusters
+        self.approx_samples_per_micro = approx_samples_per_micro
         self.approx_ward_points = approx_ward_points
         self.approx_dim = approx_dim
         self.kmeans_backend = kmeans_backend
@@ -227,7 +243,10 @@ class DataTailor(SelectionMethod):
 
     # --- parameters and features --------------------------------------------------------------
     def _check_params(self) -> None:
-        if int(self.approx_ward_points) < int(self.approx_micro_clusters):
+        if (
+            self.approx_ward_points != "auto" and self.approx_micro_clusters != "auto"
+            and int(self.approx_ward_points) < int(self.approx_micro_clusters)
+        ):
             raise ConfigError("approx_ward_points must be >= approx_micro_clusters")
         if self.approx_dim is not None and int(self.approx_dim) < 1:
             raise ConfigError("approx_dim must be a positive integer or None")
@@ -403,6 +422,15 @@ class DataTailor(SelectionMethod):
         return rank_normalise(values) if self.normalize == "rank" else minmax_normalise(values)
 
     # --- clustering ---------------------------------------------------------------------------
+    def micro_clusters_for(self, n: int) -> int:
+        """Micro-clusters of an ``n``-sample task on the approximate route.
+
+        ``"auto"``: ``min(n, max(ceil(n / approx_samples_per_micro), exact_ward_max))``."""
+        if self.approx_micro_clusters != "auto":
+            return int(self.approx_micro_clusters)
+        by_ratio = math.ceil(n / float(self.approx_samples_per_micro))
+        return int(min(n, max(by_ratio, int(self.exact_ward_max))))
+
     def cluster(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """0-based cluster labels of the rows of ``x`` (one task) and a description of the route."""
         rng = np.random.default_rng(self.seed) if rng is None else rng
@@ -411,7 +439,8 @@ class DataTailor(SelectionMethod):
             return labels, {"route": "exact", **info}
         labels, info = ward_labels_approx(
             x, self.lam, self.threshold_space,
-            micro_clusters=int(self.approx_micro_clusters), ward_points=int(self.approx_ward_points),
+            micro_clusters=self.micro_clusters_for(len(x)),
+            ward_points=None if self.approx_ward_points == "auto" else int(self.approx_ward_points),
             dim=self.approx_dim, backend=self.kmeans_backend, seed=int(rng.integers(2**31 - 1)),
             block_rows=int(self.block_rows),
         )
