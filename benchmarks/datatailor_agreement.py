@@ -6,11 +6,16 @@ full selection is run both ways at the given budget. Reported: adjusted Rand ind
 cluster labels, numbers of clusters, and Jaccard index of the two selections.
 
 The approximate route's accuracy depends on the number of samples per micro-cluster
-(n / approx_micro_clusters). At full scale (86,417 samples, 4,096 micro-clusters) that ratio is
-about 21; ``--ratios`` runs the comparison at given samples-per-micro-cluster ratios so that a
-20k-sample task reproduces the full-scale regime.
+(n / approx_micro_clusters). ``--ratios`` forces the approximate route (``exact_ward_max=0``) at
+given samples-per-micro-cluster ratios, so that a task small enough for exact Ward reproduces the
+regime of a larger one (the default gives the 86,417-sample task ceil(n / 5) micro-clusters, a
+ratio of 5); ``--default`` also runs the package defaults as they are (exact Ward up to
+``exact_ward_max``, above it ``approx_micro_clusters="auto"``). Weights are exact unless
+``--ward-factor`` rounds them to fit ``factor x micro-clusters`` repeated points (the earlier
+defaults: 4).
 
     python benchmarks/datatailor_agreement.py --sizes 2000 5000 10000 20000 --ratios 5 21
+    python benchmarks/datatailor_agreement.py --sizes 15000 25000 --ratios 5 --default
 """
 
 from __future__ import annotations
@@ -40,10 +45,12 @@ def main(argv=None):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 5000, 10000, 20000])
-    parser.add_argument("--ratios", type=float, nargs="+", default=[5.0, 21.0],
-                        help="samples per micro-cluster (full scale: ~21)")
-    parser.add_argument("--ward-factor", type=float, default=4.0,
-                        help="approx_ward_points = factor x micro-clusters (default 16384/4096 = 4)")
+    parser.add_argument("--ratios", type=float, nargs="*", default=[5.0, 21.0],
+                        help="samples per micro-cluster of the forced approximate route")
+    parser.add_argument("--default", action="store_true", help="also run the default parameters as they are")
+    parser.add_argument("--ward-factor", type=float, default=None,
+                        help="approx_ward_points = factor x micro-clusters (rounded weights; the earlier "
+                             "defaults were 16384/4096 = 4); default: exact weights")
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--budget", default="0.15")
     parser.add_argument("--tasks-per-size", type=int, default=2)
@@ -94,22 +101,27 @@ def main(argv=None):
                 floor["ari_lam"] = float(adjusted_rand_score(exact.values["cluster"], other.values["cluster"]))
                 floor["jaccard_lam"] = jaccard(exact.selected, other.selected)
                 print(json.dumps({"n": size, "task": rep, **floor}), flush=True)
+            configs = [("default", {})] if args.default else []
             for ratio in args.ratios:
                 micro = max(2, int(round(size / ratio)))
-                params = dict(exact_ward_max=0, approx_micro_clusters=micro,
-                              approx_ward_points=int(args.ward_factor * micro),
-                              uniqueness_max_refs=args.uniqueness_max_refs, seed=args.seed)
+                ward_points = "auto" if args.ward_factor is None else int(args.ward_factor * micro)
+                configs.append((f"{ratio:g}", {"exact_ward_max": 0, "approx_micro_clusters": micro,
+                                               "approx_ward_points": ward_points}))
+            for label, params in configs:
+                params = {**params, "uniqueness_max_refs": args.uniqueness_max_refs, "seed": args.seed}
                 started = time.perf_counter()
                 approx = DataTailor(**params).select(features, args.budget)
                 approx_s = time.perf_counter() - started
+                task = approx.info["tasks"][0]
                 row = {
                     "n": size,
                     "task": rep,
-                    "samples_per_micro": ratio,
-                    "micro_clusters": micro,
-                    "ward_points": params["approx_ward_points"],
+                    "config": label,
+                    "route": task["route"],
+                    "micro_clusters": task.get("micro_clusters"),
+                    "ward_points": task.get("ward_points"),
                     "clusters_exact": exact.info["tasks"][0]["clusters"],
-                    "clusters_approx": approx.info["tasks"][0]["clusters"],
+                    "clusters_approx": task["clusters"],
                     "ari": float(adjusted_rand_score(exact.values["cluster"], approx.values["cluster"])),
                     "jaccard": jaccard(exact.selected, approx.selected),
                     **floor,
@@ -119,10 +131,10 @@ def main(argv=None):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     nan = float("nan")
-    print(f"\n{'n':>6s} {'n/micro':>7s} {'K exact':>7s} {'K approx':>8s} {'ARI':>6s} {'Jaccard':>7s} "
+    print(f"\n{'n':>6s} {'config':>8s} {'micro':>6s} {'K exact':>7s} {'K approx':>8s} {'ARI':>6s} {'Jaccard':>7s} "
           f"{'ARI fp16':>8s} {'J fp16':>7s} {'ARI lam':>7s} {'J lam':>6s} {'exact s':>8s} {'approx s':>8s}")
     for r in rows:
-        print(f"{r['n']:6d} {r['samples_per_micro']:7.0f} {r['clusters_exact']:7d} {r['clusters_approx']:8d} "
+        print(f"{r['n']:6d} {r['config']:>8s} {r['micro_clusters'] or 0:6d} {r['clusters_exact']:7d} {r['clusters_approx']:8d} "
               f"{r['ari']:6.3f} {r['jaccard']:7.3f} {r.get('ari_fp16', nan):8.3f} {r.get('jaccard_fp16', nan):7.3f} "
               f"{r.get('ari_lam', nan):7.3f} {r.get('jaccard_lam', nan):6.3f} {r['exact_s']:8.1f} {r['approx_s']:8.1f}")
     if args.report:
