@@ -8,6 +8,11 @@ selection's own) and reports wall time and peak RSS per stage.
 
     python benchmarks/datatailor_scale.py --workdir scratch/dt665k            # full size
     python benchmarks/datatailor_scale.py --workdir scratch/dt33k --scale 0.05  # quick run
+    python benchmarks/datatailor_scale.py --cost-sizes 9000 10000 10001 15000 20000 40000 86417
+
+``--cost-sizes`` instead times the clustering stage alone (``DataTailor.cluster`` with the
+given ``--params``) on one synthetic task of each size, in memory: the cost across the switch
+from exact Ward to the approximate route.
 
 Synthetic features: each task has a centre; inside it a hierarchy of groups and sub-blobs
 (Gaussian, with spreads that vary from blob to blob, and 1 % broad outliers) in a 64-d latent
@@ -225,9 +230,40 @@ def print_report(report: dict) -> None:
         print("  ", json.dumps(t))
 
 
+def cost_curve(sizes, params: dict, dim: int = 4096, seed: int = 0) -> list[dict]:
+    """Wall and CPU seconds of the clustering stage of one synthetic task per size."""
+    from mmselect.methods import get_method
+
+    synth = Synth(dim=dim, seed=seed)
+    # Warm-up (imports of faiss/fastcluster, BLAS threads), not timed.
+    warm = synth.features(synth.task_latent(300, 0), np.random.default_rng(0))
+    get_method("datatailor", **{**params, "exact_ward_max": 0}).cluster(warm)
+    get_method("datatailor", **{**params, "exact_ward_max": 300}).cluster(warm)
+    rows = []
+    for size in sizes:
+        x = synth.features(synth.task_latent(size, 1000 + size), np.random.default_rng([seed, size]))
+        method = get_method("datatailor", **params)
+        sampler = Monitor()
+        started, cpu = time.perf_counter(), cpu_seconds()
+        labels, route = method.cluster(x, rng=np.random.default_rng([seed, size]))
+        row = {"n": size, "route": route["route"], "micro_clusters": route.get("micro_clusters"),
+               "clusters": int(labels.max()) + 1, "seconds": time.perf_counter() - started,
+               "cpu_seconds": cpu_seconds() - cpu, "peak_rss": sampler.take()}
+        sampler.stop()
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        del x
+    print(f"\n{'n':>7s} {'route':>12s} {'micro':>6s} {'K':>4s} {'wall s':>7s} {'CPU s':>7s} {'peak RSS GiB':>12s}")
+    for r in rows:
+        print(f"{r['n']:7d} {r['route']:>12s} {r['micro_clusters'] or 0:6d} {r['clusters']:4d} {r['seconds']:7.1f} "
+              f"{r['cpu_seconds']:7.1f} {r['peak_rss'] / 2**30:12.2f}")
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path)
+    parser.add_argument("--cost-sizes", type=int, nargs="+", help="time the clustering of one task per size")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 665,298 samples (e.g. 0.05)")
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--budget", default="0.15")
@@ -237,6 +273,13 @@ def main(argv=None):
     parser.add_argument("--select-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     params = json.loads(args.params)
+    if args.cost_sizes:
+        rows = cost_curve(args.cost_sizes, params, dim=args.dim, seed=args.seed)
+        if args.report:
+            args.report.write_text(json.dumps(rows, indent=2))
+        return
+    if args.workdir is None:
+        parser.error("--workdir is required (unless --cost-sizes)")
     if args.select_only:
         report = run_selection(args.workdir, args.budget, params)
         print_report(report)
