@@ -18,6 +18,8 @@ from ...numerics import (
 KMEANS_ITERATIONS = 10
 KMEANS_POINTS_PER_CENTROID = 8  # k-means is fitted on at most 8 x micro-clusters rows, then assigns all
 PCA_SAMPLE = 10000
+# Above this many micro-clusters, k-means runs in two levels (see _micro_cluster_labels).
+KMEANS_FLAT_MAX = 1024
 
 def _linkage_ward(condensed: np.ndarray) -> np.ndarray:
     try:
@@ -87,6 +89,7 @@ def ward_labels_approx(
     1. k-means (faiss, else scikit-learn) splits the task into ``micro_clusters`` micro-clusters,
        in a ``dim``-dimensional PCA projection (fitted on a 10,000-row sample); 10 iterations,
        fitted on at most 8 rows per micro-cluster, then every row is assigned to its nearest centroid.
+       Above 1,024 micro-clusters in two levels (:func:`_micro_cluster_labels`).
     2. Each micro-cluster's centroid is the exact mean of its members' full features.
     3. Ward on the centroids, each weighted by its size (:func:`weighted_ward_linkage`): exactly
        Ward started from the micro-clusters instead of from single samples.
@@ -108,9 +111,7 @@ def ward_labels_approx(
             x, int(dim), seed=seed, center=True, normalize_input=False, normalize_output=False,
             sample_size=PCA_SAMPLE, block_rows=block_rows,
         )
-    assign, used_backend = kmeans_labels(
-        work, m, backend=backend, seed=seed, niter=KMEANS_ITERATIONS, max_points_per_centroid=KMEANS_POINTS_PER_CENTROID
-    )
+    assign, used_backend = _micro_cluster_labels(work, m, backend=backend, seed=seed)
     del work
     _, assign = np.unique(assign, return_inverse=True)
     weights = np.bincount(assign).astype(np.float64)
@@ -191,11 +192,9 @@ def weighted_ward_linkage(points: np.ndarray, weights: np.ndarray, block_rows: i
         new -= w * h2
         new /= w + (wa + wb)
         keep, gone = min(a, b), max(a, b)
-        d2[keep, :] = new
+        d2[keep, :] = new  # new[keep] and new[gone] are inf already
         d2[:, keep] = new
-        d2[gone, :] = np.inf
-        d2[:, gone] = np.inf
-        d2[keep, keep] = np.inf
+        d2[:, gone] = np.inf  # row ``gone`` is never read again
         w[keep], w[gone] = wa + wb, 0.0
         active[gone] = False
         merges[step] = (keep, gone, math.sqrt(max(h2, 0.0)))
@@ -249,6 +248,41 @@ def _linkage_matrix(merges: np.ndarray, m: int) -> np.ndarray:
         cluster_of[ra] = m + step
         z[step] = (ia, ib, merges[index, 2], size[ra])
     return z
+
+
+def _micro_cluster_labels(work: np.ndarray, m: int, *, backend: str, seed: int) -> tuple[np.ndarray, str]:
+    """About ``m`` k-means micro-clusters of the rows of ``work``, and the backend used.
+
+    Up to ``KMEANS_FLAT_MAX`` micro-clusters: one k-means. Above, k-means costs
+    ``n x m`` distances per iteration (hours at ``m = n / 5`` for 86k rows on 2 cores), so it runs
+    in two levels: ``ceil(sqrt(m))`` coarse k-means cells, then each cell split by its own
+    k-means into micro-clusters in proportion to its size (``round(m n_g / n)``, at least one;
+    a cell with no more rows than its share keeps every row apart). Cost ``~ n (sqrt(m) + m / sqrt(m))``
+    distances per iteration; a micro-cluster cannot straddle two cells.
+    """
+    options = {"backend": backend, "niter": KMEANS_ITERATIONS, "max_points_per_centroid": KMEANS_POINTS_PER_CENTROID}
+    n = len(work)
+    if m <= KMEANS_FLAT_MAX:
+        return kmeans_labels(work, m, seed=seed, **options)
+    cells, used_backend = kmeans_labels(work, math.ceil(math.sqrt(m)), seed=seed, **options)
+    sizes = np.bincount(cells)
+    shares = np.minimum(sizes, np.maximum(1, np.rint(m * sizes / n))).astype(np.int64)
+    order = np.argsort(cells, kind="stable")
+    labels = np.empty(n, dtype=np.int64)
+    first = 0
+    for cell, rows in enumerate(np.split(order, np.cumsum(sizes)[:-1])):
+        share = int(shares[cell])
+        if len(rows) == 0:
+            continue
+        if share >= len(rows):
+            labels[rows] = first + np.arange(len(rows))
+        elif share == 1:
+            labels[rows] = first
+        else:
+            sub, _ = kmeans_labels(work[rows], share, seed=seed + 1 + cell, **options)
+            labels[rows] = first + sub
+        first += share
+    return labels, used_backend
 
 
 def _group_sums(x: np.ndarray, assign: np.ndarray, m: int, block_rows: int) -> np.ndarray:
