@@ -563,3 +563,19 @@ def test_integer_ward_points_still_round_the_weights():
     with pytest.raises(ConfigError, match="approx_ward_points"):
         DataTailor(approx_micro_clusters=100, approx_ward_points=50).feature_needs()
     DataTailor(approx_ward_points=50).feature_needs()  # with "auto" micro-clusters: at least one copy each
+
+
+def test_two_level_micro_clusters_cover_every_row_with_about_m_groups():
+    from mmselect.methods.datatailor.clustering import KMEANS_FLAT_MAX, _micro_cluster_labels
+
+    rng = np.random.default_rng(14)
+    work = hierarchical_blobs(rng, 6000, 8)
+    m = 1500
+    assert m > KMEANS_FLAT_MAX  # the two-level path
+    labels, _ = _micro_cluster_labels(work, m, backend="auto", seed=0)
+    _, sizes = np.unique(labels, return_counts=True)
+    assert labels.min() == 0 and labels.max() < 1.05 * m  # every row labelled
+    assert 0.95 * m <= len(sizes) <= 1.05 * m
+    assert sizes.max() < 40  # no giant group: about 4 rows each
+    again, _ = _micro_cluster_labels(work, m, backend="auto", seed=0)
+    np.testing.assert_array_equal(labels, again)
