@@ -216,7 +216,10 @@ def _ward_matrix(points: np.ndarray, w: np.ndarray, block_rows: int) -> np.ndarr
         diagonal = block[:, : b - a]
         diagonal += diagonal.T.copy()
         diagonal *= 0.5
-        block *= 2.0 * w[a:b, None] * w[None, a:] / (w[a:b, None] + w[None, a:])
+        # 2 w_a w_b / (w_a + w_b), in place (the block is the largest temporary)
+        block *= w[None, a:]
+        block /= w[a:b, None] + w[None, a:]
+        block *= 2.0 * w[a:b, None]
         d2[a:b, a:] = block
         d2[a:, a:b] = block.T
     np.fill_diagonal(d2, np.inf)
