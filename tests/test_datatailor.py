@@ -484,9 +484,10 @@ def hierarchical_blobs(rng, n, dim):
     return x.astype(np.float32)
 
 
-def test_weighted_ward_with_unit_weights_is_scipy_ward():
-    x = np.random.default_rng(11).standard_normal((300, 7))
-    z = weighted_ward_linkage(x, np.ones(300), block_rows=64)  # several blocks: the mirrored triangle
+@pytest.mark.parametrize("n", [300, 2500])  # 2,500: the matrix shrinks twice on the way
+def test_weighted_ward_with_unit_weights_is_scipy_ward(n):
+    x = np.random.default_rng(11).standard_normal((n, 7))
+    z = weighted_ward_linkage(x, np.ones(n), block_rows=64)  # several blocks: the mirrored triangle
     reference = linkage(x, method="ward")
     np.testing.assert_array_equal(z[:, [0, 1, 3]], reference[:, [0, 1, 3]])
     np.testing.assert_allclose(z[:, 2], reference[:, 2], rtol=1e-12)

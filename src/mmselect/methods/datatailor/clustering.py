@@ -168,7 +168,17 @@ def weighted_ward_linkage(points: np.ndarray, weights: np.ndarray, block_rows: i
     merges = np.empty((m - 1, 3), dtype=np.float64)
     chain: list[int] = []
     active = np.ones(m, dtype=bool)
+    original = np.arange(m)  # the point (slot) each row of the shrinking matrix stands for
     for step in range(m - 1):
+        alive = m - step
+        if alive >= 1024 and 2 * alive <= len(d2):
+            # Drop the merged rows and columns: every later step costs O(alive), not O(m).
+            rows = np.flatnonzero(active)
+            position = np.full(len(d2), -1)
+            position[rows] = np.arange(len(rows))
+            d2 = d2[np.ix_(rows, rows)]
+            w, original, active = w[rows], original[rows], np.ones(len(rows), dtype=bool)
+            chain = [int(position[c]) for c in chain]
         if not chain:
             chain.append(int(np.argmax(active)))
         while True:
@@ -197,7 +207,7 @@ def weighted_ward_linkage(points: np.ndarray, weights: np.ndarray, block_rows: i
         d2[:, gone] = np.inf  # row ``gone`` is never read again
         w[keep], w[gone] = wa + wb, 0.0
         active[gone] = False
-        merges[step] = (keep, gone, math.sqrt(max(h2, 0.0)))
+        merges[step] = (original[keep], original[gone], math.sqrt(max(h2, 0.0)))
     return _linkage_matrix(merges, m)
 
 
