@@ -484,7 +484,7 @@ def hierarchical_blobs(rng, n, dim):
     return x.astype(np.float32)
 
 
-@pytest.mark.parametrize("n", [300, 2500])  # 2,500: the matrix shrinks twice on the way
+@pytest.mark.parametrize("n", [300, 2500])  # 2,500: the matrix sheds merged rows on the way
 def test_weighted_ward_with_unit_weights_is_scipy_ward(n):
     x = np.random.default_rng(11).standard_normal((n, 7))
     z = weighted_ward_linkage(x, np.ones(n), block_rows=64)  # several blocks: the mirrored triangle
