@@ -131,6 +131,13 @@ BUGS = [
     PlantedBug("clipper-preference-reversed", "CLIPPER keeps the least preferred samples of each bin",
                "order = np.lexsort((tie, -preference, bins))", "order = np.lexsort((tie, preference, bins))",
                ("tests/test_clipper.py",)),
+    PlantedBug("scalselect-energy-off-by-one", "ScalSelect keeps one direction fewer than the energy threshold needs",
+               'k = int(np.searchsorted(cumulative, energy, side="left")) + 1',
+               'k = int(np.searchsorted(cumulative, energy, side="left"))',
+               ("tests/test_scalselect.py",)),
+    PlantedBug("scalselect-not-centred", "ScalSelect scores the raw rows: a common offset changes the selection",
+               "    block -= mean\n        if standardize:", "    block -= 0\n        if standardize:",
+               ("tests/test_scalselect.py",)),
 ]
 
 
