@@ -12,13 +12,14 @@ whose keys are given mmselect's form with 5% exact copies:
 
     python benchmarks/dedup_copies.py --out scratch/dedup
     python benchmarks/baselines_scale.py generate --n 665298 --dim 4096 --out scratch/f665k
-    python benchmarks/dedup_copies.py --scale scratch/f665k --out scratch/dedup-scale
+    python benchmarks/dedup_copies.py --scale scratch/f665k --out scratch/dedup-scale [--with-semdedup]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def redundant_pairs(selection_path: Path) -> int:
     return sum(c for c in counts.values() if c > 1)
 
 
-def time_at_scale(features_dir: Path, out: Path) -> None:
+def time_at_scale(features_dir: Path, out: Path, with_semdedup: bool = False) -> None:
     from _measure import Monitor
 
     from mmselect.dedup import find_duplicates
@@ -71,11 +72,26 @@ def time_at_scale(features_dir: Path, out: Path) -> None:
     monitor.mark("load")
     rows = []
     for mode in ("exact", "near"):
+        load = os.getloadavg()[0]
         started = time.perf_counter()
         guard = find_duplicates(features, mode)
         monitor.mark(mode)
         rows.append({"mode": mode, "seconds": round(time.perf_counter() - started, 1), **guard.info,
-                     "peak_rss_gb": round(monitor.stages[-1]["peak_rss"] / 2**30, 2)})
+                     "peak_rss_gb": round(monitor.stages[-1]["peak_rss"] / 2**30, 2),
+                     "load_before_after": [round(load, 1), round(os.getloadavg()[0], 1)]})
+        print(rows[-1], flush=True)
+    if with_semdedup:
+        # SemDeDup's own selection on the same embedding in the same process: the yardstick the
+        # near pass is held to, under the same load.
+        from mmselect.methods import get_method
+
+        load = os.getloadavg()[0]
+        started = time.perf_counter()
+        get_method("semdedup", embedding="last_token").select(features, "0.2")
+        monitor.mark("semdedup")
+        rows.append({"mode": "semdedup (select 0.2)", "seconds": round(time.perf_counter() - started, 1),
+                     "peak_rss_gb": round(monitor.stages[-1]["peak_rss"] / 2**30, 2),
+                     "load_before_after": [round(load, 1), round(os.getloadavg()[0], 1)]})
         print(rows[-1], flush=True)
     monitor.stop()
     (out / "scale.json").write_text(json.dumps({"n": n, "dim": int(features.array("last_token").shape[1]),
@@ -91,10 +107,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", default=None, help="comma-separated (default: every method that runs offline)")
     parser.add_argument("--scale", type=Path, default=None, help="time the guard alone on this synthetic features directory")
+    parser.add_argument("--with-semdedup", action="store_true",
+                        help="with --scale: also time SemDeDup's selection on the same features, in the same process")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.scale is not None:
-        time_at_scale(args.scale, args.out)
+        time_at_scale(args.scale, args.out, args.with_semdedup)
         return
     data = build_dataset(args.out, args.copies, args.seed)
     methods = args.methods.split(",") if args.methods else [m for m in list_methods() if m not in NEEDS_OTHER_MODELS]
