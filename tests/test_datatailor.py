@@ -514,8 +514,10 @@ def test_weighted_ward_equals_ward_on_repeated_points():
     ("n", "exact_ward_max", "per_micro", "expected"),
     [
         (86417, 10000, 5.0, 17284),  # ceil(86,417 / 5)
-        (30000, 10000, 5.0, 10000),  # never below exact_ward_max: no cost drop at the switch
-        (10001, 10000, 5.0, 10000),
+        (30000, 10000, 5.0, 6000),
+        (20000, 10000, 5.0, 5000),  # never below exact_ward_max / 2: no cost step at the switch
+        (10001, 10000, 5.0, 5000),
+        (10001, 10001, 5.0, 5001),
         (2000, 0, 5.0, 400),
         (2001, 0, 2.0, 1001),
         (300, 1000, 5.0, 300),  # never more than the samples

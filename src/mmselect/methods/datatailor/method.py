@@ -130,9 +130,10 @@ class DataTailor(SelectionMethod):
         (interpretation, an approximation needed for scale; its agreement is measured in the docs).
     approx_micro_clusters : "auto" or int
         Number of k-means micro-clusters per task in the approximate route. ``"auto"``: one per
-        ``approx_samples_per_micro`` samples, and never fewer than ``exact_ward_max``, so that a
-        task just above the switch still runs Ward on as many points as the largest exact task
-        (the cost does not drop at the switch) and its micro-clusters are nearly single samples.
+        ``approx_samples_per_micro`` samples, and never fewer than ``exact_ward_max / 2``: a task
+        just above the switch runs Ward on half as many points as the largest exact task, with
+        micro-clusters of about two samples, which costs about as much as that exact task
+        (measured in the docs), so the cost neither drops nor jumps at the switch.
     approx_samples_per_micro : float
         Target samples per micro-cluster of ``approx_micro_clusters="auto"`` (5: the ratio whose
         selections agree with exact Ward at Jaccard >= 0.95 in the docs' measurements).
@@ -183,7 +184,7 @@ class DataTailor(SelectionMethod):
         "exact_ward_max": Param("tasks up to this size get exact Ward, larger ones the approximation",
                                 Interval(int, 0, None)),
         "approx_micro_clusters": Param("k-means micro-clusters per task in the approximate Ward "
-                                       "('auto': n / approx_samples_per_micro, at least exact_ward_max)",
+                                       "('auto': n / approx_samples_per_micro, at least exact_ward_max / 2)",
                                        Choice("auto"), Interval(int, 2, None)),
         "approx_samples_per_micro": Param("samples per micro-cluster of approx_micro_clusters='auto'",
                                           Interval(float, 1, None)),
@@ -425,11 +426,11 @@ class DataTailor(SelectionMethod):
     def micro_clusters_for(self, n: int) -> int:
         """Micro-clusters of an ``n``-sample task on the approximate route.
 
-        ``"auto"``: ``min(n, max(ceil(n / approx_samples_per_micro), exact_ward_max))``."""
+        ``"auto"``: ``min(n, max(ceil(n / approx_samples_per_micro), ceil(exact_ward_max / 2)))``."""
         if self.approx_micro_clusters != "auto":
             return int(self.approx_micro_clusters)
         by_ratio = math.ceil(n / float(self.approx_samples_per_micro))
-        return int(min(n, max(by_ratio, int(self.exact_ward_max))))
+        return int(min(n, max(by_ratio, math.ceil(int(self.exact_ward_max) / 2))))
 
     def cluster(self, x: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """0-based cluster labels of the rows of ``x`` (one task) and a description of the route."""
