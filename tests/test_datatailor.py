@@ -530,10 +530,11 @@ def test_auto_micro_clusters(n, exact_ward_max, per_micro, expected):
 
 
 def test_default_approximate_route_agrees_with_exact_ward():
-    """Approximate route forced on 2,000-sample tasks (exact_ward_max=0): ceil(n / 5) = 400
-    micro-clusters with exact weights select nearly what exact Ward selects; 20 samples per
+    """Approximate route forced on 2,000-sample tasks (exact_ward_max=0): the default ceil(n / 8)
+    = 250 micro-clusters with exact weights select nearly what exact Ward selects; 20 samples per
     micro-cluster (the earlier full-scale regime) select visibly less alike."""
-    agreement = {5.0: [], 20.0: []}
+    default_ratio = DataTailor().approx_samples_per_micro
+    agreement = {default_ratio: [], 20.0: []}
     for seed in range(4):
         rng = np.random.default_rng(seed)
         n = 2000
@@ -550,8 +551,10 @@ def test_default_approximate_route_agrees_with_exact_ward():
             assert task["route"] == "approximate" and task["weight_error_mean"] == 0.0
             assert 0.95 * n / per_micro <= task["micro_clusters"] <= n / per_micro
             found.append((exact.selected & approx.selected).sum() / (exact.selected | approx.selected).sum())
-    assert min(agreement[5.0]) >= 0.9 and np.mean(agreement[5.0]) >= 0.95
-    assert np.mean(agreement[20.0]) < np.mean(agreement[5.0]) - 0.05
+    # Harder than the docs' 4,096-d benchmark (16-d, overlapping sub-blobs, only 250 micro-clusters):
+    # Jaccard 0.91-1.00 here, mean 0.95.
+    assert min(agreement[default_ratio]) >= 0.88 and np.mean(agreement[default_ratio]) >= 0.93
+    assert np.mean(agreement[20.0]) < np.mean(agreement[default_ratio]) - 0.05
 
 
 def test_integer_ward_points_still_round_the_weights():
