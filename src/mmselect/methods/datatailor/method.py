@@ -136,8 +136,9 @@ class DataTailor(SelectionMethod):
         (measured in the docs), so the cost neither drops nor jumps at the switch.
     approx_samples_per_micro : float
         Target samples per micro-cluster of ``approx_micro_clusters="auto"`` (8: forced on tasks
-        small enough for exact Ward, this ratio selects what exact Ward selects at Jaccard >= 0.95
-        in the docs' measurements, and the 665k run fits 10 minutes on 2 cores).
+        of 5,000-30,000 samples, small enough for exact Ward, this ratio selects what exact Ward
+        selects at Jaccard >= 0.98 in the docs' measurements, and the 665k run fits 10 minutes
+        on 2 cores; lower values come closer to exact Ward at a cost growing as ``(n / ratio)^2``).
     approx_ward_points : "auto" or int
         ``"auto"``: Ward on the micro-cluster centroids with their exact sizes as weights. An
         integer rounds the weights so that the equivalent problem with each centroid repeated in
