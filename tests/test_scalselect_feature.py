@@ -215,7 +215,8 @@ def test_bad_options(params):
 
 
 def test_rendered_answer_content_and_user_text(samples, tiny_qwen):
-    from mmselect.models.templates import TEMPLATES, ProcessorChatTemplate
+    from mmselect.models.chat_template import ProcessorChatTemplate
+    from mmselect.models.templates import TEMPLATES
 
     multi = samples[2]
     answers = [t.text.strip() for t in multi.turns if t.role == "assistant"]

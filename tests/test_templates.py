@@ -17,12 +17,8 @@ import pytest
 from mmselect.data.records import Sample, Turn
 from mmselect.errors import ConfigError
 from mmselect.features.encode import encode, load_image
-from mmselect.models.templates import (
-    TEMPLATES,
-    ProcessorChatTemplate,
-    count_moved_placeholders,
-    resolve_template,
-)
+from mmselect.models.chat_template import ProcessorChatTemplate
+from mmselect.models.templates import TEMPLATES, count_moved_placeholders, resolve_template
 
 VICUNA = (
     "A chat between a curious human and an artificial intelligence assistant. The assistant gives "
