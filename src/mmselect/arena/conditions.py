@@ -15,6 +15,7 @@ import numpy as np
 from ..budget import Budget
 from ..data.readers import read_dataset
 from ..methods import list_methods
+from ..select_options import SelectOptions
 from .world import World
 
 FULL = "full"
@@ -24,7 +25,7 @@ ORACLE = "oracle"
 ANTI_ORACLE = "anti-oracle"
 REFERENCES = (ORACLE, ANTI_ORACLE)
 #: ``select``'s default duplicate guard; runs under another guard get their own directories.
-DEFAULT_DEDUP = "exact"
+DEFAULT_DEDUP = SelectOptions().dedup
 # Methods the arena cannot run as published, with the stand-in it uses or the reason it skips them.
 STAND_INS = {
     "mmssr": (
