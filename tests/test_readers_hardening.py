@@ -195,6 +195,35 @@ def test_json_records_split_across_read_chunks(tmp_path, monkeypatch):
     assert [s.key for s in read_dataset(jsonl).samples] == [sample_key(i, r) for i, r in enumerate(records)]
 
 
+@pytest.mark.parametrize("chunk", [7, 64, 1 << 24])
+def test_json_errors_name_line_and_column_after_many_chunks(tmp_path, monkeypatch, chunk):
+    """Line and column are counted only when an error is reported; they must not depend on where
+    the chunks fall, on non-ASCII text before the error, or on a BOM."""
+    monkeypatch.setattr(textscan, "CHUNK_BYTES", chunk)
+    good = '  {"id": "\u00e9\U0001F600", "conversations": []},\n'
+    # line 1 "[", lines 2..41 good records, line 42 '  {"a": 1} {"b": 2}': the second "{" is column 12
+    text = "[\n" + good * 40 + '  {"a": 1} {"b": 2}\n]\n'
+    path = tmp_path / "e.json"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    with pytest.raises(DataFormatError, match=r"e\.json:42:12: invalid JSON: expected ',' or '\]' after a record"):
+        read_dataset(path)
+    path.write_bytes(b'[{"a": 1},\n {"b": 2}\n')  # the file ends inside the list
+    with pytest.raises(DataFormatError, match=r"e\.json:3:1: invalid JSON: unexpected end of file"):
+        read_dataset(path)
+    path.write_bytes(b'[{"a": 1},\n {"b": 2, "c": \n  tru}]')
+    with pytest.raises(DataFormatError, match=r"e\.json:3:3: invalid JSON: Expecting value"):
+        read_dataset(path)
+
+
+@pytest.mark.parametrize("chunk", [5, 1 << 24])
+def test_json_that_is_not_utf8_names_the_line_and_byte(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(textscan, "CHUNK_BYTES", chunk)
+    path = tmp_path / "latin.json"
+    path.write_bytes(b'[\n {"id": "\xc3\xa9"},\n {"id": "caf\xe9"}\n]')  # line 3: a Latin-1 byte 12 bytes into the line
+    with pytest.raises(DataFormatError, match=r"latin\.json:3: not UTF-8 text \(invalid continuation byte at byte 12 of the line\)"):
+        read_dataset(path)
+
+
 def test_by_key_and_samples_are_views(tmp_path):
     records = [{"id": str(i), "conversations": _conv("q", str(i))} for i in range(5)] + [{"id": "bad", "conversations": []}]
     path = tmp_path / "d.json"

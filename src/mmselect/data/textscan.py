@@ -41,10 +41,13 @@ class _FloatWatch:
 
 CHUNK_BYTES = 1 << 24
 _SKIP_WS = re.compile(r"[ \t\n\r]*").match
+_SEPARATOR = re.compile(r"[ \t\n\r]*,[ \t\n\r]*").match
 _BOM = "\ufeff"
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 # The end of a chunk can cut a record; a parse error this close to the end asks for more text.
 _CUT_MARGIN = 16
+# A record starting closer than this to the window's end waits for the next chunk first.
+_RECORD_ROOM = 1 << 20
 
 
 def compression_of(path: Path) -> str | None:
@@ -152,39 +155,54 @@ def scan_jsonl(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, Any, b
 
 
 class _TextWindow:
-    """A window of decoded text over a byte stream, with byte offsets and line/column bookkeeping."""
+    """A window of decoded text over a byte stream, with byte offsets.
+
+    Consumed text is dropped whenever a chunk is appended, so the window stays about one chunk long.
+    Line and column are only needed for an error message, so they are computed then, by counting
+    the file's bytes again up to the error, rather than tracked for every chunk."""
 
     def __init__(self, path: Path, stream: IO[bytes]):
         self.path = path
         self.stream = stream
-        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.pending = b""  # the start of a UTF-8 sequence cut by the chunk's end
         self.text = ""
         self.byte_base = 0  # file offset of text[0]
+        self.bytes_read = 0
         self.ascii = True
         self.cursor_char = 0  # text[:cursor_char] is cursor_byte bytes long (non-ASCII windows)
         self.cursor_byte = 0
-        self.line_base = 1  # line number of text[0]
-        self.column_base = 1  # column of text[0]
         self.eof = False
-        self.lines_read = 1
 
-    def fill(self) -> bool:
+    def refill(self, pos: int) -> tuple[int, bool]:
+        """Drop the text before ``pos`` and append the next chunk: ``(pos in the new text, whether
+        text was added)``."""
         if self.eof:
-            return False
+            return pos, False
         data = self.stream.read(CHUNK_BYTES)
+        chunk_start = self.bytes_read - len(self.pending)
+        self.bytes_read += len(data)
+        if self.pending:
+            data = self.pending + data
         try:
-            more = self.decoder.decode(data, final=not data)
+            more, used = codecs.utf_8_decode(data, "strict", not data)
         except UnicodeDecodeError as err:
-            line = self.line_base + self.text.count("\n")
-            raise _not_utf8(self.path, line, err) from None
+            raise self._not_utf8(chunk_start + err.start, err.reason) from None
+        self.pending = data[used:]
         if not data:
             self.eof = True
         if self.byte_base == 0 and not self.text and more.startswith(_BOM):
             more = more[1:]
             self.byte_base = 3
+        if pos:
+            self.byte_base = self.byte_offset(pos)
+            kept = self.text[pos:]
+            self.ascii = kept.isascii()
+            self.cursor_char, self.cursor_byte = 0, 0
+            self.text = kept + more
+        else:
+            self.text += more
         self.ascii = self.ascii and more.isascii()
-        self.text += more
-        return True
+        return 0, True
 
     def byte_offset(self, pos: int) -> int:
         if self.ascii:
@@ -195,32 +213,36 @@ class _TextWindow:
         self.cursor_char = pos
         return self.byte_base + self.cursor_byte
 
+    def _head(self, offset: int) -> bytes:
+        """The file's bytes before ``offset`` (read again: only for an error message)."""
+        self.stream.seek(0)
+        return self.stream.read(offset)
+
     def line_column(self, pos: int) -> tuple[int, int]:
-        newlines = self.text.count("\n", 0, pos)
-        if not newlines:
-            return self.line_base, self.column_base + pos
-        return self.line_base + newlines, pos - self.text.rfind("\n", 0, pos)
+        head = self._head(self.byte_offset(pos))
+        line_start = head.rfind(b"\n") + 1
+        last_line = head[line_start:].decode("utf-8", "replace")
+        if line_start == 0 and last_line.startswith(_BOM):
+            last_line = last_line[1:]
+        return head.count(b"\n") + 1, len(last_line) + 1
+
+    def _not_utf8(self, offset: int, reason: str) -> DataFormatError:
+        head = self._head(offset)
+        line, column = head.count(b"\n") + 1, offset - head.rfind(b"\n") - 1
+        return DataFormatError(f"{self.path}:{line}: not UTF-8 text ({reason} at byte {column} of the line); "
+                               "save the file as UTF-8")
 
     def error(self, pos: int, message: str) -> DataFormatError:
         line, column = self.line_column(pos)
         return _position(self.path, line, column, message)
 
-    def drop_before(self, pos: int) -> int:
-        """Forget text before ``pos`` (once it is large); returns where ``pos`` now is."""
-        if pos < CHUNK_BYTES:
-            return pos
-        byte = self.byte_offset(pos)
-        self.line_base, self.column_base = self.line_column(pos)
-        self.text = self.text[pos:]
-        self.byte_base = byte
-        self.ascii = self.text.isascii()
-        self.cursor_char, self.cursor_byte = 0, 0
-        return 0
-
     def skip_ws(self, pos: int) -> int:
         while True:
             pos = _SKIP_WS(self.text, pos).end()
-            if pos < len(self.text) or not self.fill():
+            if pos < len(self.text):
+                return pos
+            pos, added = self.refill(pos)
+            if not added:
                 return pos
 
 
@@ -229,6 +251,9 @@ def scan_json_array(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, A
     window = _TextWindow(path, stream)
     watch = _FloatWatch()
     decoder = watch.decoder
+    # Records start at least this far before the window's end, so a record is rarely cut by a chunk
+    # (a cut costs a failed parse of the window); records longer than this still read whole.
+    room = min(_RECORD_ROOM, CHUNK_BYTES)
     pos = window.skip_ws(0)
     if pos >= len(window.text) or window.text[pos] != "[":
         raise window.error(pos, "expected a list of records ('[' ...)")
@@ -237,21 +262,31 @@ def scan_json_array(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, A
         _expect_end(window, pos + 1)
         return
     while True:
+        if len(window.text) - pos < room:
+            pos, _ = window.refill(pos)
         while True:
             watch.seen = False
             try:
                 record, end = decoder.raw_decode(window.text, pos)
             except json.JSONDecodeError as err:
                 cut = err.pos >= len(window.text) - _CUT_MARGIN or err.msg.startswith("Unterminated string")
-                if cut and window.fill():
-                    continue
+                if cut:
+                    pos, added = window.refill(pos)
+                    if added:
+                        continue
                 raise window.error(err.pos, err.msg) from None
             except RecursionError:
                 raise _too_deep(path, *window.line_column(pos)) from None
-            if end >= len(window.text) and window.fill():
-                continue  # a number or literal may go on in the next chunk
+            if end >= len(window.text):
+                pos, added = window.refill(pos)
+                if added:
+                    continue  # a number or literal may go on in the next chunk
             break
         yield window.byte_offset(pos), window.byte_offset(end), record, watch.seen
+        separator = _SEPARATOR(window.text, end)
+        if separator is not None and separator.end() < len(window.text):
+            pos = separator.end()  # the usual case: a comma, the next record in the window
+            continue
         pos = window.skip_ws(end)
         if pos >= len(window.text):
             raise window.error(pos, "unexpected end of file, expected ',' or ']'")
@@ -260,7 +295,7 @@ def scan_json_array(path: Path, stream: IO[bytes]) -> Iterator[tuple[int, int, A
             return
         if window.text[pos] != ",":
             raise window.error(pos, "expected ',' or ']' after a record")
-        pos = window.drop_before(window.skip_ws(pos + 1))
+        pos = window.skip_ws(pos + 1)
 
 
 def _expect_end(window: _TextWindow, pos: int) -> None:
