@@ -131,3 +131,61 @@ def test_budget_errors():
         Budget.parse("lots")
     with pytest.raises(BudgetError):
         Budget.parse("1.5")
+
+
+def _turns(*pairs, role_field="from", text_field="value"):
+    return [{role_field: role, text_field: text} for role, text in pairs]
+
+
+@pytest.mark.parametrize("record", [
+    {"conversations": _turns(("human", "q"), ("gpt", "a"))},
+    {"conversations": _turns(("human", "q"), ("gpt", "a"), ("human", "q2"))},  # ends on a question
+    {"conversations": _turns(("system", ""), ("human", "q"), ("gpt", "a"))},  # blank system text is allowed
+    {"conversations": _turns(("human", "q"), ("system", "s"), ("gpt", "a"))},
+    {"conversations": _turns(("human", "q"), ("gpt", " \n"))},
+    {"conversations": _turns(("human", ""), ("gpt", "a"))},
+    {"conversations": _turns(("human", "q"), ("human", "a"))},
+    {"conversations": _turns(("gpt", "q"), ("human", "a"))},
+    {"conversations": _turns(("human", "q"), ("robot", "a"))},
+    {"conversations": _turns(("human", "q"), (["gpt"], "a"))},  # an unhashable role
+    {"conversations": _turns(("human", "q"), ("gpt", 3))},
+    {"conversations": _turns(("human", "q"))},
+    {"conversations": [{"from": "human"}, {"from": "gpt", "value": "a"}]},
+    {"conversations": ["q", "a"]},
+    {"conversations": []},
+    {"conversations": "q"},
+    {"messages": _turns(("user", "q"), ("assistant", "a"), role_field="role", text_field="content")},
+    {"messages": _turns(("user", "q"), ("model", "a"), ("user", "b"), ("assistant", "c"), role_field="role", text_field="content")},
+    {"messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "q"}]},
+                  {"role": "assistant", "content": "a"}]},
+    {"query": "q", "response": "a", "history": [["q0", "a0"]]},
+], ids=lambda record: str(record)[:60])
+def test_reader_fast_texts_agree_with_the_general_path(record):
+    """The reader's shortcut for usual conversations returns the joined texts, or raises the error,
+    the general path does on every layout."""
+    from mmselect.data.records import conversation_columns, conversation_text
+
+    def outcome(function):
+        try:
+            return function(record, "k")
+        except RecordError as err:
+            return ("error", err.reason)
+
+    general = outcome(conversation_columns)
+    assert outcome(conversation_text) == (general if general[0] == "error" else "".join(general[1]))
+
+
+@pytest.mark.parametrize("image", ["coco/train2017/x.jpg", "coco/x.jpg", "./coco/x.jpg", "coco//x.jpg", "coco/./x.jpg",
+                                   "coco/.hidden/x.jpg", "coco/../x.jpg", "coco/", "coco/.", "x.jpg", "/abs/x.jpg",
+                                   "./x.jpg", "a\\b\\c.jpg", "//host/share/x.jpg", ".coco/x.jpg"])
+def test_reader_task_shortcut_agrees_with_infer_task(tmp_path, image):
+    from mmselect.data.dataset import Dataset
+    from mmselect.data.images import ImageResolver
+    from mmselect.data.record_checks import RecordChecker
+    from mmselect.data.tasks import infer_task
+
+    checker = RecordChecker(Dataset(tmp_path / "d.json", "json", None, ImageResolver(None)), task_field=None,
+                            task_preset=None, check_images=False, verify_images=False, strict=False,
+                            max_pixels=None, workers=1, progress=False)
+    record = {"image": image, "conversations": _conv()}
+    assert checker._task(record, [image]) == infer_task(record, [image])

@@ -11,6 +11,8 @@ the run goes on (``strict=True``: it stops, at read time, with every image check
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import os
 import sys
@@ -25,6 +27,20 @@ from .textscan import TextSource, compression_of, decompress, detect_container, 
 # Records are validated, and their images checked (in parallel), a block at a time.
 BLOCK_RECORDS = 4096
 BLOCK_ROWS = 256  # rows carry their image bytes until checked
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Pause Python's cyclic garbage collector while records stream by: parsed records hold no
+    cycles (they are freed by reference counting), yet their many small containers trigger
+    thousands of collections that each walk the block in hand (about an eighth of a 665k read)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Progress:
@@ -111,7 +127,7 @@ def read_dataset(
     scan = scan_json_array if container == "json" else scan_jsonl
     stream = io.BytesIO(data) if data is not None else text_path.open("rb")
     try:
-        with stream, _Progress(progress, f"reading {text_path.name}") as bar:
+        with stream, _collector_paused(), _Progress(progress, f"reading {text_path.name}") as bar:
             block: list[CheckedRecord] = []
             for position, (start, end, record, has_float) in enumerate(scan(text_path, stream)):
                 block.append(reader.validate(position, start, end, record, hash40=record_hash40(record, has_float)))
@@ -128,7 +144,7 @@ def read_dataset(
 
 
 def _read_rows(reader: RecordChecker, source) -> None:
-    with _Progress(reader.progress, f"reading {source.path.name}") as bar:
+    with _collector_paused(), _Progress(reader.progress, f"reading {source.path.name}") as bar:
         block: list[CheckedRecord] = []
         for position, record, hash40, images in source.scan():
             block.append(reader.validate(position, 0, 0, record, hash40=hash40, row_images=images))

@@ -11,7 +11,7 @@ from ..errors import DataFormatError, RecordError
 from .dataset import Dataset
 from .images import check_image, check_image_bytes, max_image_pixels
 from .keys import format_key, record_hash40
-from .records import IMAGE_PLACEHOLDER, conversation_columns, image_list
+from .records import IMAGE_PLACEHOLDER, conversation_text, image_list
 from .rejected import RejectedRecord
 from .tasks import NO_DIRECTORY_TASK, TEXT_ONLY_TASK, infer_task
 
@@ -69,14 +69,13 @@ class RecordChecker:
             if self.task_field and not self.task_field_seen:
                 self.fields.update(record)
                 self.task_field_seen = record.get(self.task_field) not in (None, "")
-            _, texts = conversation_columns(record, key)
+            joined = conversation_text(record, key)
             if row_images is None:
                 images, embedded = image_list(record, key), None
             elif row_images.error:
                 raise RecordError(key, row_images.error)
             else:
                 images, embedded, item.blobs = row_images.names, row_images.refs, row_images.blobs
-            joined = "".join(texts)
             placeholders = joined.count(IMAGE_PLACEHOLDER)
             text_chars = len(joined) - placeholders * len(IMAGE_PLACEHOLDER)
             if placeholders > len(images):
@@ -106,6 +105,9 @@ class RecordChecker:
         if "\\" in first or first.startswith("//"):
             return infer_task(record, images, None)
         # infer_task's rule (the first directory of the first image), without building a path object
+        head, _, rest = first.partition("/")
+        if head and head != "." and rest and rest[0] not in "/.":
+            return head  # the usual "coco/train2017/x.jpg"
         parts = [part for part in first.split("/") if part and part != "."]
         return parts[0] if len(parts) > 1 else NO_DIRECTORY_TASK
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from ..errors import RecordError
@@ -99,6 +100,34 @@ def conversation_columns(record: dict[str, Any], key: str) -> tuple[list[str], l
         return columns
     turns = _general_turns(record, key)
     return [role for role, _ in turns], [text for _, text in turns]
+
+
+_USER_SPELLINGS = frozenset(name for name, role in ROLE_ALIASES.items() if role == "user")
+_ASSISTANT_SPELLINGS = frozenset(name for name, role in ROLE_ALIASES.items() if role == "assistant")
+_LAYOUT_GETTERS = {"conversations": (itemgetter("from"), itemgetter("value")),
+                   "messages": (itemgetter("role"), itemgetter("content"))}
+
+
+def conversation_text(record: dict[str, Any], key: str) -> str:
+    """Every turn's text of :func:`conversation_columns` joined, raising the same errors. The reader's
+    hot path: the usual record (user and assistant turns alternating, no system turn, no blank text)
+    is checked without normalising its roles; anything else takes :func:`conversation_columns`."""
+    for field_name, (get_role, get_text) in _LAYOUT_GETTERS.items():
+        if field_name in record:
+            raw_turns = record[field_name]
+            if type(raw_turns) is list:
+                try:
+                    raw_roles = list(map(get_role, raw_turns))
+                    texts = list(map(get_text, raw_turns))
+                    joined = "".join(texts)  # a TypeError unless every text is a string
+                    usual = (len(texts) >= 2 and _USER_SPELLINGS.issuperset(raw_roles[0::2])
+                             and _ASSISTANT_SPELLINGS.issuperset(raw_roles[1::2]))
+                except (KeyError, TypeError):
+                    usual = False
+                if usual and all(texts) and not any(map(str.isspace, texts)):
+                    return joined
+            break
+    return "".join(conversation_columns(record, key)[1])
 
 
 def _plain_columns(raw_turns: Any, role_field: str, text_field: str) -> tuple[list[str], list[str]] | None:
