@@ -13,6 +13,7 @@ it sets the number of image tokens of dynamic-resolution models such as Qwen2-VL
     python benchmarks/extract.py --arch qwen2-vl-7b-like --device cuda --n 512 --batch-size 16
     python benchmarks/extract.py --preset llava-1.5-7b --device cuda --n 512      # needs the hub
     python benchmarks/extract.py --arch tiny-llava --prepare-only --num-workers 0,1,2 --n 512
+    python benchmarks/extract.py --arch tiny-llava --prepare-only --num-workers 1,2 --n 512 --rounds 8
 
 Each run also reports, from a second pass over the same samples with the stages run in turn and
 timed apart: prepare (with the run's worker count), host->device copy, forward, reductions (the
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -62,6 +64,9 @@ def main() -> None:
                              "comma-separated, to compare")
     parser.add_argument("--prepare-only", action="store_true",
                         help="time batch preparation alone (no model forward) for each --num-workers")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --prepare-only: run the --num-workers list this many times in turn and report the "
+                             "median of each round's speed-up over 1 worker (adjacent runs see the same machine load)")
     parser.add_argument("--no-stages", action="store_true", help="skip the per-stage pass and the MFU")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
@@ -171,7 +176,24 @@ def _batches(samples, batch_size):
 
 def _report_prepare(args, bundle, samples, batch_size, worker_counts) -> None:
     """Samples/s of the CPU half alone (in turn in this process for 0 workers), after a warm-up
-    that starts the workers."""
+    that starts the workers; ``--rounds`` times."""
+    speedups: dict[int, list[float]] = {}
+    for round_index in range(max(1, args.rounds)):
+        rates = _prepare_round(args, bundle, samples, batch_size, worker_counts, round_index)
+        for resolved, rate in rates.items():
+            if 1 in rates and resolved != 1:
+                speedups.setdefault(resolved, []).append(rate / rates[1])
+    if args.rounds > 1:
+        for resolved, values in speedups.items():
+            summary = {"model": args.preset or args.arch, "mode": "prepare-only summary", "batch_size": batch_size,
+                       "num_workers": resolved, "rounds": len(values),
+                       "speedups_vs_1_worker": [round(v, 2) for v in values],
+                       "median_speedup_vs_1_worker": round(statistics.median(values), 2)}
+            print(json.dumps(summary) if args.json else "\n".join(f"{k:>20}: {v}" for k, v in summary.items()),
+                  flush=True)
+
+
+def _prepare_round(args, bundle, samples, batch_size, worker_counts, round_index) -> dict[int, float]:
     from mmselect.features.extractor import Extractor
     from mmselect.features.reducers import make_features
 
@@ -195,7 +217,7 @@ def _report_prepare(args, bundle, samples, batch_size, worker_counts) -> None:
         extractor.close()
         rates[resolved] = prepared / seconds
         result = {
-            "model": args.preset or args.arch, "mode": "prepare-only", "batch_size": batch_size,
+            "model": args.preset or args.arch, "mode": "prepare-only", "round": round_index, "batch_size": batch_size,
             "num_workers": resolved, "samples": prepared, "seconds": round(seconds, 3),
             "samples_per_s": round(prepared / seconds, 2),
             "cpu_seconds_main": round(cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system, 2),
@@ -209,6 +231,7 @@ def _report_prepare(args, bundle, samples, batch_size, worker_counts) -> None:
         if 1 in rates and resolved != 1:
             result["speedup_vs_1_worker"] = round(rates[resolved] / rates[1], 2)
         print(json.dumps(result) if args.json else "\n".join(f"{k:>20}: {v}" for k, v in result.items()), flush=True)
+    return rates
 
 
 def _worker_cpu_seconds(extractor) -> float:
