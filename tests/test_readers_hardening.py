@@ -201,11 +201,15 @@ def test_json_errors_name_line_and_column_after_many_chunks(tmp_path, monkeypatc
     the chunks fall, on non-ASCII text before the error, or on a BOM."""
     monkeypatch.setattr(textscan, "CHUNK_BYTES", chunk)
     good = '  {"id": "\u00e9\U0001F600", "conversations": []},\n'
-    # line 1 "[", lines 2..41 good records, line 42 '  {"a": 1} {"b": 2}': the second "{" is column 12
-    text = "[\n" + good * 40 + '  {"a": 1} {"b": 2}\n]\n'
+    # line 1 "[", lines 2..41 good records, line 42 '  {"a": "\u00e9\U0001F600"} {"b": 2}': the second "{"
+    # is the 15th character (17th byte)
+    text = "[\n" + good * 40 + '  {"a": "\u00e9\U0001F600"} {"b": 2}\n]\n'
     path = tmp_path / "e.json"
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
-    with pytest.raises(DataFormatError, match=r"e\.json:42:12: invalid JSON: expected ',' or '\]' after a record"):
+    with pytest.raises(DataFormatError, match=r"e\.json:42:15: invalid JSON: expected ',' or '\]' after a record"):
+        read_dataset(path)
+    path.write_bytes(b"\xef\xbb\xbf" + '[{"a": 1} {"b": 2}]'.encode())  # on the BOM's line: column 11
+    with pytest.raises(DataFormatError, match=r"e\.json:1:11: invalid JSON: expected ',' or '\]' after a record"):
         read_dataset(path)
     path.write_bytes(b'[{"a": 1},\n {"b": 2}\n')  # the file ends inside the list
     with pytest.raises(DataFormatError, match=r"e\.json:3:1: invalid JSON: unexpected end of file"):

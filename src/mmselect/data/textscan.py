@@ -43,6 +43,7 @@ CHUNK_BYTES = 1 << 24
 _SKIP_WS = re.compile(r"[ \t\n\r]*").match
 _SEPARATOR = re.compile(r"[ \t\n\r]*,[ \t\n\r]*").match
 _BOM = "\ufeff"
+_UTF8_CONTINUATION = bytes(range(0x80, 0xC0))
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 # The end of a chunk can cut a record; a parse error this close to the end asks for more text.
 _CUT_MARGIN = 16
@@ -213,24 +214,37 @@ class _TextWindow:
         self.cursor_char = pos
         return self.byte_base + self.cursor_byte
 
-    def _head(self, offset: int) -> bytes:
-        """The file's bytes before ``offset`` (read again: only for an error message)."""
+    def _locate(self, offset: int) -> tuple[int, int, int]:
+        """``(line, byte offset where that line starts, characters of the line before offset)`` of
+        a byte offset, counted by reading the file again in chunks (only for an error message)."""
         self.stream.seek(0)
-        return self.stream.read(offset)
+        line, line_start, chars, done = 1, 0, 0, 0
+        while done < offset:
+            chunk = self.stream.read(min(CHUNK_BYTES, offset - done))
+            if not chunk:
+                break
+            last_newline = chunk.rfind(b"\n")
+            if last_newline >= 0:
+                line += chunk.count(b"\n")
+                line_start = done + last_newline + 1
+                chars = 0
+            # characters = bytes that do not continue a UTF-8 sequence
+            chars += len(chunk[last_newline + 1:].translate(None, _UTF8_CONTINUATION))
+            done += len(chunk)
+        if line == 1 and offset >= 3:  # a BOM is not a character of the text
+            self.stream.seek(0)
+            if self.stream.read(3) == codecs.BOM_UTF8:
+                chars -= 1
+        return line, line_start, chars
 
     def line_column(self, pos: int) -> tuple[int, int]:
-        head = self._head(self.byte_offset(pos))
-        line_start = head.rfind(b"\n") + 1
-        last_line = head[line_start:].decode("utf-8", "replace")
-        if line_start == 0 and last_line.startswith(_BOM):
-            last_line = last_line[1:]
-        return head.count(b"\n") + 1, len(last_line) + 1
+        line, _, chars = self._locate(self.byte_offset(pos))
+        return line, chars + 1
 
     def _not_utf8(self, offset: int, reason: str) -> DataFormatError:
-        head = self._head(offset)
-        line, column = head.count(b"\n") + 1, offset - head.rfind(b"\n") - 1
-        return DataFormatError(f"{self.path}:{line}: not UTF-8 text ({reason} at byte {column} of the line); "
-                               "save the file as UTF-8")
+        line, line_start, _ = self._locate(offset)
+        return DataFormatError(f"{self.path}:{line}: not UTF-8 text ({reason} at byte {offset - line_start} of the "
+                               "line); save the file as UTF-8")
 
     def error(self, pos: int, message: str) -> DataFormatError:
         line, column = self.line_column(pos)
