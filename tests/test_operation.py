@@ -76,6 +76,40 @@ def test_progress_bar_off_a_terminal_writes_lines_and_quiet_writes_none(monkeypa
     assert quiet.getvalue() == ""
 
 
+def test_reading_a_large_file_logs_its_progress_in_megabytes_and_rows(tmp_path, monkeypatch):
+    """Reading 10M records takes minutes: a Slurm log shows how far it is (megabytes of a JSON file,
+    rows of a parquet file), and ``progress=False`` keeps it silent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from mmselect.data import read_dataset, readers
+
+    monkeypatch.setenv("MMSELECT_PROGRESS_SECONDS", "0")
+    monkeypatch.setattr(readers, "BLOCK_RECORDS", 1000)
+    monkeypatch.setattr(readers, "BLOCK_ROWS", 1000)
+    conversation = [{"from": "human", "value": "q " * 300}, {"from": "gpt", "value": "a"}]
+    records = [{"id": i, "conversations": conversation} for i in range(4000)]  # 2.5 MB
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(records))
+    assert 2_000_000 < path.stat().st_size < 3_000_000
+    stream = io.StringIO()
+    logs.configure(logs.NORMAL, stream=stream)
+    assert read_dataset(path, check_images=False).n_records == 4000
+    shown = [line.split(" (")[0] for line in stream.getvalue().splitlines()]
+    assert shown == ["reading big.json: 1/3", "reading big.json: 2/3", "reading big.json: 3/3"]
+    assert stream.getvalue().splitlines()[-1].split(", ")[-1].startswith("done in")
+    table = pa.table({"conversations": [conversation] * 2500})
+    pq.write_table(table, tmp_path / "rows.parquet")
+    stream.seek(0), stream.truncate()
+    read_dataset(tmp_path / "rows.parquet", check_images=False)
+    shown = [line.split(" (")[0] for line in stream.getvalue().splitlines()]
+    assert shown == ["reading rows.parquet: 1,000/2,500", "reading rows.parquet: 2,000/2,500",
+                     "reading rows.parquet: 2,500/2,500"]
+    stream.seek(0), stream.truncate()
+    read_dataset(path, check_images=False, progress=False)
+    assert stream.getvalue() == ""
+
+
 def test_quiet_run_keeps_progress_and_messages_in_the_log_file(tmp_path):
     log_file = tmp_path / "job.log"
     stream = io.StringIO()

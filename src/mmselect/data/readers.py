@@ -15,9 +15,9 @@ import contextlib
 import gc
 import io
 import os
-import sys
 from pathlib import Path
 
+from ..progress import progress_bar
 from .dataset import Dataset
 from .images import ImageResolver
 from .keys import record_hash40
@@ -43,31 +43,21 @@ def _collector_paused():
             gc.enable()
 
 
-class _Progress:
-    """A records/s counter on stderr when it is a terminal (or when asked)."""
+class _ByteProgress:
+    """Progress through a text file in whole megabytes (the record count is not known ahead)."""
 
-    def __init__(self, enabled: bool | None, description: str):
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.description = description
-        self.bar = None
+    def __init__(self, advance, total_mb: int):
+        self.advance, self.total_mb, self.reported = advance, total_mb, 0
 
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    def reached(self, offset: int) -> None:
+        done = min(offset // 1_000_000, self.total_mb)
+        if done > self.reported:
+            self.advance(done - self.reported)
+            self.reported = done
 
-            self.bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), MofNCompleteColumn(),
-                                TextColumn("records"), TimeElapsedColumn(), transient=False)
-            self.bar.__enter__()
-            self.task = self.bar.add_task(self.description, total=None)
-        return self
-
-    def advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+    def finish(self) -> None:
+        self.advance(self.total_mb - self.reported)
+        self.reported = self.total_mb
 
 
 def read_dataset(
@@ -97,8 +87,9 @@ def read_dataset(
     local ``image_root``) run on ``image_workers`` threads. ``verify_images=True`` decodes every
     image fully (slower). ``task_field`` must be a field some record has; ``task_preset`` names a
     task preset of :mod:`mmselect.data.tasks` used for records without ``task_field``; ``split``
-    picks the split of a ``DatasetDict`` folder or hub dataset; ``progress`` (default: when stderr
-    is a terminal) shows a records counter.
+    picks the split of a ``DatasetDict`` folder or hub dataset; ``progress`` (default on;
+    ``False``: silent) shows a bar on a terminal and logs plain ``done/total`` lines through the
+    ``mmselect`` logger (what a Slurm log shows), in megabytes of a JSON / JSONL file or in rows.
     """
     text_path = Path(path)
     resolver = ImageResolver(image_root)
@@ -126,17 +117,21 @@ def read_dataset(
     reader = RecordChecker(dataset, **options)
     scan = scan_json_array if container == "json" else scan_jsonl
     stream = io.BytesIO(data) if data is not None else text_path.open("rb")
+    size = len(data) if data is not None else text_path.stat().st_size
+    total_mb = max(1, -(-size // 1_000_000))
     try:
-        with stream, _collector_paused(), _Progress(progress, f"reading {text_path.name}") as bar:
+        with stream, _collector_paused(), \
+                progress_bar(f"reading {text_path.name}", total_mb, enabled=progress is not False, unit="MB") as advance:
+            bar = _ByteProgress(advance, total_mb)
             block: list[CheckedRecord] = []
             for position, (start, end, record, has_float) in enumerate(scan(text_path, stream)):
                 block.append(reader.validate(position, start, end, record, hash40=record_hash40(record, has_float)))
                 if len(block) >= BLOCK_RECORDS:
                     reader.finish_block(block)
-                    bar.advance(len(block))
+                    bar.reached(end)
                     block = []
             reader.finish_block(block)
-            bar.advance(len(block))
+            bar.finish()
     finally:
         reader.close()
     reader.check_task_field()
@@ -144,13 +139,14 @@ def read_dataset(
 
 
 def _read_rows(reader: RecordChecker, source) -> None:
-    with _collector_paused(), _Progress(reader.progress, f"reading {source.path.name}") as bar:
+    with _collector_paused(), progress_bar(f"reading {source.path.name}", source.n_rows,
+                                           enabled=reader.progress is not False, unit="rows") as advance:
         block: list[CheckedRecord] = []
         for position, record, hash40, images in source.scan():
             block.append(reader.validate(position, 0, 0, record, hash40=hash40, row_images=images))
             if len(block) >= BLOCK_ROWS:
                 reader.finish_block(block)
-                bar.advance(len(block))
+                advance(len(block))
                 block = []
         reader.finish_block(block)
-        bar.advance(len(block))
+        advance(len(block))

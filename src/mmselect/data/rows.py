@@ -190,15 +190,24 @@ class RowSource:
     def __setstate__(self, state):
         self.__init__(state["path"], state["files"], state["kind"])
 
-    def _locate(self, position: int) -> tuple[_File, int]:
+    def _file_starts(self) -> list[int]:
+        """Position of each file's first row, then the total."""
         if self._starts is None:
             starts, total = [], 0
             for path in self.file_paths:
                 starts.append(total)
                 total += _file(path, self.kind).n_rows
-            self._starts = starts
-        index = bisect_right(self._starts, position) - 1
-        return _file(self.file_paths[index], self.kind), position - self._starts[index]
+            self._starts = starts + [total]
+        return self._starts
+
+    @property
+    def n_rows(self) -> int:
+        return self._file_starts()[-1]
+
+    def _locate(self, position: int) -> tuple[_File, int]:
+        starts = self._file_starts()
+        index = bisect_right(starts, position, hi=len(starts) - 1) - 1
+        return _file(self.file_paths[index], self.kind), position - starts[index]
 
     def scan(self) -> Iterator[tuple[int, dict[str, Any], int, RowImages]]:
         """``(position, row, hash, images)`` for every row."""
