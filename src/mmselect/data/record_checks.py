@@ -19,11 +19,14 @@ from .tasks import NO_DIRECTORY_TASK, TEXT_ONLY_TASK, infer_task
 class CheckedRecord:
     """One record after validation: what stays (hash, task, counts) and what the image check needs."""
 
-    __slots__ = ("position", "start", "end", "hash40", "record", "task", "n_images", "text_chars", "images", "refs",
+    __slots__ = ("position", "start", "end", "hash40", "raw_id", "task", "n_images", "text_chars", "images", "refs",
                  "blobs", "reason")
 
     def __init__(self, position: int, start: int, end: int, hash40: int, record: Any):
-        self.position, self.start, self.end, self.hash40, self.record = position, start, end, hash40, record
+        self.position, self.start, self.end, self.hash40 = position, start, end, hash40
+        # Only the id is kept (a rejection names it): the record itself is freed as soon as it is
+        # checked, while it is still in the CPU's cache, not with the whole block.
+        self.raw_id = record.get("id") if isinstance(record, dict) else None
         self.task, self.n_images, self.text_chars = "", 0, 0
         self.images: list[str] | None = None  # as written
         self.refs: list[str] | None = None  # resolved
@@ -36,8 +39,7 @@ class CheckedRecord:
 
     @property
     def id(self) -> str | None:
-        raw_id = self.record.get("id") if isinstance(self.record, dict) else None
-        return None if raw_id is None else str(raw_id)
+        return None if self.raw_id is None else str(self.raw_id)
 
 
 class RecordChecker:
