@@ -44,6 +44,7 @@ class PlantedBug:
 
 P = "tests/test_promises.py::"
 M = "tests/test_promises_models.py::"
+D = "tests/test_data.py::"
 
 BUGS = [
     # --- the four of issue #19 ---
@@ -68,6 +69,12 @@ BUGS = [
     PlantedBug("reader-keys-unsorted", "keys of records without floats depend on the order of their fields",
                "orjson.dumps(record, option=orjson.OPT_SORT_KEYS)", "orjson.dumps(record)",
                (P + "test_reader_keys_ignore_field_order",)),
+    PlantedBug("reader-blank-answer-accepted", "a record whose answer is only whitespace is read as valid",
+               "if usual and all(texts) and not any(map(str.isspace, texts)):", "if usual and all(texts):",
+               (D + "test_reader_fast_texts_agree_with_the_general_path",)),
+    PlantedBug("reader-task-dot-directory", "`./coco/x.jpg` is filed under a task `.`, not `coco`",
+               'if head and head != "." and rest and rest[0] not in "/.":', "if head and rest:",
+               (D + "test_reader_task_shortcut_agrees_with_infer_task",)),
     PlantedBug("task-field-ignored", "`--task-field` has no effect: tasks come from the image directory",
                "value = record.get(self.task_field)", "value = None",
                (P + "test_task_field_on_run",)),
