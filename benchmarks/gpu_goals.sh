@@ -4,7 +4,7 @@
 # with DataTailor + perplexity features, then every DataTailor, COINCIDE, PRISM and perplexity
 # feature in one pass. Each line of output is one JSON result (MFU against the matmul probe and
 # the datasheet, the stage that bounds the run); they are also written under OUT (default
-# gpu-goals/). About 10 minutes on an H200.
+# gpu-goals/). About 10 minutes on an H200, estimated from the throughput in docs/extraction.md.
 #
 #     bash benchmarks/gpu_goals.sh [OUT]
 #
